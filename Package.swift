@@ -1,0 +1,65 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Dependency graph (one way):
+//   Diagnostics (file:line:column errors, tokenizer)
+//   Wire  <-  Capture
+//   Wire  <-  NetModel
+//   Wire  <-  Rules
+//   Wire, Rules, NetModel  <-  Engine  <-  Replay  <-  sluice
+// CPcap and CNetfilterQueue are system libraries found by pkg-config, one C library per
+// shim target (their headers clash on in_addr when imported into one Swift module).
+let package = Package(
+    name: "Sluice",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "sluice", targets: ["sluice"]),
+        .library(name: "Wire", targets: ["Wire"]),
+        .library(name: "Capture", targets: ["Capture"]),
+        .library(name: "NetModel", targets: ["NetModel"]),
+        .library(name: "Rules", targets: ["Rules"]),
+        .library(name: "Engine", targets: ["Engine"]),
+        .library(name: "Replay", targets: ["Replay"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CPcap",
+            pkgConfig: "libpcap",
+            providers: [.apt(["libpcap-dev"])]
+        ),
+        .systemLibrary(
+            name: "CNetfilterQueue",
+            pkgConfig: "libnetfilter_queue",
+            providers: [.apt(["libnetfilter-queue-dev", "libnfnetlink-dev", "libmnl-dev"])]
+        ),
+        .target(name: "Diagnostics"),
+        .target(name: "Wire"),
+        .target(name: "Capture", dependencies: ["Wire"]),
+        .target(name: "NetModel", dependencies: ["Wire", "Diagnostics"]),
+        .target(name: "Rules", dependencies: ["Wire", "Diagnostics"]),
+        .target(name: "Engine", dependencies: ["Wire", "Rules", "NetModel", "Diagnostics"]),
+        .target(name: "Replay", dependencies: ["Engine", "Capture", "Wire", "Rules", "NetModel"]),
+        .executableTarget(
+            name: "sluice",
+            dependencies: [
+                "Replay", "Engine", "Rules", "NetModel", "Capture", "Wire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Writes the project's own small captures into captures/ (see captures/README.md).
+        .executableTarget(name: "capgen", dependencies: ["Wire", "Capture"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire"]),
+        .testTarget(name: "CaptureTests", dependencies: ["Capture", "Wire", "CPcap"]),
+        .testTarget(name: "NetModelTests", dependencies: ["NetModel", "Wire", "Diagnostics"]),
+        .testTarget(name: "RulesTests", dependencies: ["Rules", "Wire", "Diagnostics"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Rules", "NetModel", "Wire"]),
+        .testTarget(
+            name: "ReplayTests",
+            dependencies: ["Replay", "Engine", "Capture", "Wire"],
+            resources: [.copy("Golden")]
+        ),
+    ]
+)
