@@ -6,7 +6,8 @@ import PackageDescription
 //   Wire  <-  Capture
 //   Wire  <-  NetModel
 //   Wire  <-  Rules
-//   Wire, Rules, NetModel  <-  Engine  <-  Replay  <-  sluice
+//   Wire, Rules  <-  Classifier
+//   Wire, Rules, Classifier, NetModel  <-  Engine  <-  Replay  <-  sluice
 // CPcap and CNetfilterQueue are system libraries found by pkg-config, one C library per
 // shim target (their headers clash on in_addr when imported into one Swift module).
 let package = Package(
@@ -18,6 +19,7 @@ let package = Package(
         .library(name: "Capture", targets: ["Capture"]),
         .library(name: "NetModel", targets: ["NetModel"]),
         .library(name: "Rules", targets: ["Rules"]),
+        .library(name: "Classifier", targets: ["Classifier"]),
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "Replay", targets: ["Replay"]),
     ],
@@ -40,7 +42,8 @@ let package = Package(
         .target(name: "Capture", dependencies: ["Wire"]),
         .target(name: "NetModel", dependencies: ["Wire", "Diagnostics"]),
         .target(name: "Rules", dependencies: ["Wire", "Diagnostics"]),
-        .target(name: "Engine", dependencies: ["Wire", "Rules", "NetModel", "Diagnostics"]),
+        .target(name: "Classifier", dependencies: ["Wire", "Rules"]),
+        .target(name: "Engine", dependencies: ["Wire", "Rules", "Classifier", "NetModel", "Diagnostics"]),
         .target(name: "Replay", dependencies: ["Engine", "Capture", "Wire", "Rules", "NetModel"]),
         .executableTarget(
             name: "sluice",
@@ -55,6 +58,7 @@ let package = Package(
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Wire", "CPcap"]),
         .testTarget(name: "NetModelTests", dependencies: ["NetModel", "Wire", "Diagnostics"]),
         .testTarget(name: "RulesTests", dependencies: ["Rules", "Wire", "Diagnostics"]),
+        .testTarget(name: "ClassifierTests", dependencies: ["Classifier", "Rules", "Wire"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Rules", "NetModel", "Wire"]),
         .testTarget(
             name: "ReplayTests",

@@ -1,0 +1,44 @@
+# Sluice: the two commands a new user runs are `make demo` and `make test`.
+# Both install the Debian packages they need when missing (as root, or with sudo).
+
+SWIFT ?= swift
+APT_PACKAGES := pkg-config libpcap-dev libnetfilter-queue-dev libnfnetlink-dev libmnl-dev iptables nftables iproute2
+DEMO_OUT ?= out/demo
+
+.PHONY: deps build release demo test captures bench clean
+
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "== installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release --product sluice
+
+# Replays the bundled edge-box captures (what arrived on eth0 and eth1) through the bundled
+# rule set and network model, and prints a summary; outputs go to $(DEMO_OUT).
+demo: release
+	@echo "== sluice replay: captures/edge-eth0.pcap (eth0) + captures/edge-eth1.pcap (eth1), examples/edge/"
+	.build/release/sluice replay --rules examples/edge/filter.rules --network examples/edge/network \
+	  --in eth0=captures/edge-eth0.pcap --in eth1=captures/edge-eth1.pcap --out $(DEMO_OUT)
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+
+# Regenerates captures/ from Sources/capgen (deterministic; a test checks the committed files match).
+captures: deps
+	$(SWIFT) run capgen captures
+
+bench: deps
+	cd Benchmarks && $(SWIFT) package benchmark
+
+clean:
+	rm -rf .build out

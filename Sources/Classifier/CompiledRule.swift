@@ -1,0 +1,191 @@
+import Rules
+import Wire
+
+/// The header fields a rule can look at, gathered once per packet per hook.
+public struct PacketFields: Sendable {
+    public var source: UInt32 = 0
+    public var destination: UInt32 = 0
+    public var proto: UInt8 = 0
+    public var sourcePort: UInt16 = 0
+    public var destinationPort: UInt16 = 0
+    /// Interface indices (see `InterfaceTable`); -1 when the hook has none (no input
+    /// interface on OUTPUT, no output interface on PREROUTING/INPUT).
+    public var inInterface: Int16 = -1
+    public var outInterface: Int16 = -1
+    public var hasL4: Bool = false
+    public var l4Truncated: Bool = false
+    public var laterFragment: Bool = false
+
+    public init() {}
+
+    @inlinable
+    public init(_ p: ParsedPacket, inInterface: Int16, outInterface: Int16) {
+        source = p.source; destination = p.destination; proto = p.proto
+        sourcePort = p.sourcePort; destinationPort = p.destinationPort
+        self.inInterface = inInterface; self.outInterface = outInterface
+        hasL4 = p.hasL4; l4Truncated = p.l4Truncated; laterFragment = p.isLaterFragment
+    }
+}
+
+/// What a rule does when it matches, with chain indices resolved.
+public enum CompiledTarget: Equatable, Sendable {
+    case none, accept, drop, `return`
+    case jump(Int32)
+    case goto(Int32)
+}
+
+/// One rule flattened into plain fields: no optionals, no strings, no references; matching
+/// it is a handful of compares. Interface matches are bit masks over the interface table.
+public struct CompiledRule: Sendable {
+    public var srcNet: UInt32 = 0, srcMask: UInt32 = 0, srcInvert = false
+    public var dstNet: UInt32 = 0, dstMask: UInt32 = 0, dstInvert = false
+    /// 0 = any protocol.
+    public var proto: UInt8 = 0, protoInvert = false
+    public var inMask: UInt64 = ~0, inInvert = false, inAny = true
+    public var outMask: UInt64 = ~0, outInvert = false, outAny = true
+    /// Port matches (tcp/udp module); `portsUsed` false when the rule has none.
+    public var portsUsed = false
+    public var sportLo: UInt16 = 0, sportHi: UInt16 = 65535, sportInvert = false
+    public var dportLo: UInt16 = 0, dportHi: UInt16 = 65535, dportInvert = false
+    public var target: CompiledTarget = .none
+    /// Index into the engine's per-rule counters.
+    public var id: Int32 = 0
+
+    public init() {}
+}
+
+public enum MatchResult: UInt8, Sendable {
+    case noMatch, match
+    /// The kernel's hotdrop: a match could not read the header it needs (tcp/udp match on a
+    /// first fragment too short to hold the ports); the packet is dropped at once.
+    case hotdrop
+}
+
+extension CompiledRule {
+    @inlinable
+    public func matches(_ f: PacketFields) -> MatchResult {
+        if ((f.source & srcMask) == srcNet) == srcInvert { return .noMatch }
+        if ((f.destination & dstMask) == dstNet) == dstInvert { return .noMatch }
+        if proto != 0 && (f.proto == proto) == protoInvert { return .noMatch }
+        if !inAny {
+            let hit = f.inInterface >= 0 && f.inInterface < 64 && (inMask >> UInt64(f.inInterface)) & 1 == 1
+            if hit == inInvert { return .noMatch }
+        }
+        if !outAny {
+            let hit = f.outInterface >= 0 && f.outInterface < 64 && (outMask >> UInt64(f.outInterface)) & 1 == 1
+            if hit == outInvert { return .noMatch }
+        }
+        if portsUsed {
+            // xt_tcpudp: later fragments never match; a first fragment without the ports hotdrops.
+            if f.laterFragment { return .noMatch }
+            if !f.hasL4 { return f.l4Truncated ? .hotdrop : .noMatch }
+            if (f.sourcePort >= sportLo && f.sourcePort <= sportHi) == sportInvert { return .noMatch }
+            if (f.destinationPort >= dportLo && f.destinationPort <= dportHi) == dportInvert { return .noMatch }
+        }
+        return .match
+    }
+}
+
+/// Interface names known to an engine, indexed by small integers (bit positions in rule masks).
+public struct InterfaceTable: Sendable {
+    public private(set) var names: [String] = []
+    public static let capacity = 64
+
+    public init(_ names: [String]) {
+        for n in names { _ = add(n) }
+    }
+
+    @discardableResult
+    public mutating func add(_ name: String) -> Int {
+        if let i = names.firstIndex(of: name) { return i }
+        names.append(name)
+        return names.count - 1
+    }
+
+    public func index(_ name: String) -> Int? { names.firstIndex(of: name) }
+
+    public func mask(_ spec: InterfaceSpec) -> UInt64 {
+        var m: UInt64 = 0
+        for (i, n) in names.enumerated() where i < Self.capacity && spec.matches(n) { m |= 1 << UInt64(i) }
+        return m
+    }
+}
+
+public struct CompileError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// A table compiled for matching: chains of flat rules, addressed by chain index (same indices
+/// as the source `Table`).
+public struct CompiledTable: Sendable {
+    public var name: TableName
+    public var chains: [[CompiledRule]]
+    public var chainNames: [String]
+    /// Policy per chain (nil for user chains).
+    public var policies: [Policy?]
+    /// First rule id of each chain in the engine's counter array.
+    public var firstRuleID: [Int32]
+
+    public init(_ table: Table, interfaces: InterfaceTable, firstID: Int32) throws(CompileError) {
+        guard interfaces.names.count <= InterfaceTable.capacity else {
+            throw CompileError(message: "more than \(InterfaceTable.capacity) interfaces")
+        }
+        name = table.name
+        chainNames = table.chains.map(\.name)
+        policies = table.chains.map(\.policy)
+        chains = []
+        firstRuleID = []
+        var id = firstID
+        for chain in table.chains {
+            firstRuleID.append(id)
+            var out: [CompiledRule] = []
+            out.reserveCapacity(chain.rules.count)
+            for r in chain.rules {
+                out.append(Self.compile(r, interfaces: interfaces, id: id))
+                id += 1
+            }
+            chains.append(out)
+        }
+    }
+
+    public var ruleCount: Int { chains.reduce(0) { $0 + $1.count } }
+
+    static func compile(_ r: Rule, interfaces: InterfaceTable, id: Int32) -> CompiledRule {
+        var c = CompiledRule()
+        let m = r.match
+        if let s = m.source { c.srcMask = s.value.mask; c.srcNet = s.value.network; c.srcInvert = s.invert }
+        if let d = m.destination { c.dstMask = d.value.mask; c.dstNet = d.value.network; c.dstInvert = d.invert }
+        if let p = m.proto { c.proto = p.value; c.protoInvert = p.invert }
+        if let i = m.inInterface { c.inAny = false; c.inMask = interfaces.mask(i.value); c.inInvert = i.invert }
+        if let o = m.outInterface { c.outAny = false; c.outMask = interfaces.mask(o.value); c.outInvert = o.invert }
+        if let sp = m.sourcePort { c.portsUsed = true; c.sportLo = sp.value.lo; c.sportHi = sp.value.hi; c.sportInvert = sp.invert }
+        if let dp = m.destinationPort { c.portsUsed = true; c.dportLo = dp.value.lo; c.dportHi = dp.value.hi; c.dportInvert = dp.invert }
+        switch r.target {
+        case .none: c.target = .none
+        case .accept: c.target = .accept
+        case .drop: c.target = .drop
+        case .return: c.target = .return
+        case .jump(let n): c.target = .jump(Int32(n))
+        case .goto(let n): c.target = .goto(Int32(n))
+        }
+        c.id = id
+        return c
+    }
+}
+
+/// First-match evaluation, rule by rule: the reference every faster classifier is checked
+/// against. Cost: linear in the rules scanned.
+public enum LinearClassifier {
+    /// The first rule at or after `start` in `chain` that matches (or hotdrops), or nil.
+    @inlinable
+    public static func firstMatch(_ rules: [CompiledRule], from start: Int, _ f: PacketFields) -> (index: Int, result: MatchResult)? {
+        var i = start
+        while i < rules.count {
+            let r = rules[i].matches(f)
+            if r != .noMatch { return (i, r) }
+            i += 1
+        }
+        return nil
+    }
+}

@@ -1,0 +1,85 @@
+import Wire
+
+/// What became of a packet.
+public enum VerdictKind: UInt8, Sendable {
+    /// Routed through FORWARD and written to an egress interface.
+    case forwarded
+    /// Delivered to the box (INPUT accepted).
+    case local
+    case dropped
+    case rejected
+    /// A locally generated packet that left by an interface.
+    case sent
+    /// Not IPv4 (IPv6, ARP, other EtherTypes): recognised and counted; outside the IPv4 rule
+    /// set, so handed on untouched (inline: the kernel keeps it; replay: not written anywhere).
+    case passed
+
+    public var name: String {
+        switch self {
+        case .forwarded: "forwarded"
+        case .local: "local"
+        case .dropped: "dropped"
+        case .rejected: "rejected"
+        case .sent: "sent"
+        case .passed: "passed"
+        }
+    }
+}
+
+/// Why a packet was dropped (besides malformed input, which carries a wire `DropReason`).
+public enum EngineReason: UInt8, CaseIterable, Sendable {
+    case none
+    case malformed
+    case rule
+    case policy
+    case hotdrop
+    case forwardingDisabled
+    case noRoute
+    case blackhole
+    case unreachable
+    case prohibit
+    case ttlExceeded
+    case martianSource
+    case martianDestination
+
+    public var name: String {
+        switch self {
+        case .none: "none"
+        case .malformed: "malformed"
+        case .rule: "rule"
+        case .policy: "policy"
+        case .hotdrop: "hotdrop"
+        case .forwardingDisabled: "forwarding-disabled"
+        case .noRoute: "no-route"
+        case .blackhole: "blackhole"
+        case .unreachable: "unreachable"
+        case .prohibit: "prohibit"
+        case .ttlExceeded: "ttl-exceeded"
+        case .martianSource: "martian-source"
+        case .martianDestination: "martian-destination"
+        }
+    }
+}
+
+/// The outcome of one packet: plain value, no allocation.
+public struct Decision: Sendable {
+    public var kind: VerdictKind = .dropped
+    public var reason: EngineReason = .none
+    public var malformed: DropReason? = nil
+    /// Egress interface index for forwarded/sent packets; -1 otherwise.
+    public var outInterface: Int16 = -1
+    /// The hook/table/chain where a rule or policy decided (for `reason`), as a trace entry.
+    public var decidedBy: Int32 = 0
+
+    public init() {}
+}
+
+/// Per-packet trace of rules hit, in order: entries >= 0 are global rule ids; an entry < 0 is
+/// the policy of global chain `-(entry + 1)`. Caller-owned and reused (cleared, capacity kept).
+public struct HitTrace: Sendable {
+    public var entries: [Int32] = []
+    public init() { entries.reserveCapacity(64) }
+    @inlinable public mutating func clear() { entries.removeAll(keepingCapacity: true) }
+    @inlinable public mutating func rule(_ id: Int32) { entries.append(id) }
+    @inlinable public mutating func policy(_ chain: Int32) { entries.append(-(chain + 1)) }
+}
