@@ -54,6 +54,10 @@ extension CaptureIndexer {
                     + "\(bytes.count - data) bytes left")
                 break
             }
+            if snapLength != 0 && capturedLength > Int(snapLength) {
+                // Kept whole (tshark does too); libpcap would cut it to the snap length.
+                warnings.add("captured length \(capturedLength) > snap length \(snapLength) in record \(records.count)")
+            }
             let seconds = bytes.u32(offset + L.seconds, bigEndian: bigEndian)
             let fraction = bytes.u32(offset + L.fraction, bigEndian: bigEndian)
             if UInt64(fraction) >= unitsPerSecond {
