@@ -1,0 +1,108 @@
+import Wire
+
+extension NetworkModel {
+    /// The model as commands that `parse` turns back into the same model: links and addresses in
+    /// interface order, then the routes added by hand, the rules other than the kernel's three,
+    /// and ip_forward. Routes the kernel derives from addresses are not repeated (see
+    /// `renderRoutes` for every table).
+    public func render() -> String {
+        var out: [String] = []
+        for (i, iface) in interfaces.enumerated() {
+            let isLo = i == 0
+            if let kind = iface.kind, !isLo {
+                out.append("ip link add \(iface.name) type \(kind)")
+                if iface.up { out.append("ip link set \(iface.name) up") }
+            }
+            for (n, a) in iface.addresses.enumerated() where !(isLo && n == 0) {
+                var line = "ip addr add \(ip(a.address))/\(a.length)"
+                if let b = a.broadcast { line += " brd \(ip(b))" }
+                let defaultScope = a.address >> 24 == 127 ? RouteScope.host : RouteScope.universe
+                if a.scope != defaultScope { line += " scope \(scopeName(a.scope))" }
+                if let l = a.label { line += " label \(l)" }
+                out.append(line + " dev \(iface.name)")
+            }
+            if (iface.kind == nil || isLo) && !iface.up { out.append("ip link set \(iface.name) down") }
+            if iface.kind == nil && iface.up && iface.addresses.isEmpty { out.append("ip link set \(iface.name) up") }
+        }
+        var rendered: [Route] = []
+        for r in routes where !r.isKernel {
+            // A second route in the same slot can only have come from `append`.
+            let verb = rendered.contains { $0.table == r.table && $0.network == r.network
+                && $0.length == r.length && $0.metric == r.metric } ? "append" : "add"
+            out.append("ip route \(verb) " + routeText(r, command: true))
+            rendered.append(r)
+        }
+        for rule in rules where !rule.isDefault { out.append("ip rule add " + ruleText(rule)) }
+        out.append("sysctl net.ipv4.ip_forward=\(ipForward ? 1 : 0)")
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    /// Every route of every table in the order `ip route show table all` prints them (tables by
+    /// number, routes by network), then the rules as `ip rule` prints them.
+    public func renderRoutes() -> String {
+        let sorted = routes.sorted {
+            ($0.table, $0.network, $0.length, $0.metric, $0.sequence) < ($1.table, $1.network, $1.length, $1.metric, $1.sequence)
+        }
+        var out = sorted.map { routeText($0, command: false) }
+        for rule in rules { out.append("\(rule.priority):\t" + ruleText(rule, showPriority: false)) }
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    func routeText(_ r: Route, command: Bool) -> String {
+        var parts: [String] = []
+        if r.type != .unicast { parts.append(r.type.keyword) }
+        parts.append(r.length == 0 ? "default" : r.length == 32 ? ip(r.network) : "\(ip(r.network))/\(r.length)")
+        if let g = r.gateway { parts.append("via \(ip(g))") }
+        if let d = r.interface { parts.append("dev \(interfaces[d].name)") }
+        let defaultTable = r.type == .local ? RouteTableID.local : RouteTableID.main
+        if r.table != defaultTable || (!command && r.table != RouteTableID.main) { parts.append("table \(tableName(r.table))") }
+        if r.proto != RouteProto.boot || !command {
+            if r.proto != RouteProto.boot { parts.append("proto \(routeProtocols.first { $0.1 == r.proto }?.0 ?? String(r.proto))") }
+        }
+        let defaultScope: UInt8 = switch r.type {
+        case .local: RouteScope.host
+        case .broadcast: RouteScope.link
+        case .unicast: r.gateway == nil ? RouteScope.link : RouteScope.universe
+        default: RouteScope.universe
+        }
+        if r.scope != defaultScope || (!command && r.scope != RouteScope.universe) { parts.append("scope \(scopeName(r.scope))") }
+        if r.metric != 0 { parts.append("metric \(r.metric)") }
+        if let s = r.preferredSource { parts.append("src \(ip(s))") }
+        if r.onlink { parts.append("onlink") }
+        return parts.joined(separator: " ")
+    }
+
+    func ruleText(_ rule: PolicyRule, showPriority: Bool = true) -> String {
+        var parts: [String] = []
+        if showPriority { parts.append("pref \(rule.priority)") }
+        if rule.invert { parts.append("not") }
+        parts.append("from \(rule.from.map { $0.length == 32 ? ip($0.network) : $0.description } ?? "all")")
+        if let t = rule.to { parts.append("to \(t.length == 32 ? ip(t.network) : t.description)") }
+        if rule.markMask != 0 {
+            parts.append("fwmark " + hex(rule.mark) + (rule.markMask == 0xFFFF_FFFF ? "" : "/" + hex(rule.markMask)))
+        }
+        if let i = rule.inputInterface { parts.append("iif \(interfaces[i].name)") }
+        if let o = rule.outputInterface { parts.append("oif \(interfaces[o].name)") }
+        if rule.tos != 0 { parts.append("tos " + hex(UInt32(rule.tos))) }
+        switch rule.action {
+        case .lookup(let t): parts.append("lookup \(tableName(t))")
+        case .blackhole: parts.append("blackhole")
+        case .unreachable: parts.append("unreachable")
+        case .prohibit: parts.append("prohibit")
+        }
+        return parts.joined(separator: " ")
+    }
+}
+
+private func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
+
+private func scopeName(_ s: UInt8) -> String {
+    switch s {
+    case RouteScope.universe: "global"
+    case RouteScope.site: "site"
+    case RouteScope.link: "link"
+    case RouteScope.host: "host"
+    case RouteScope.nowhere: "nowhere"
+    default: String(s)
+    }
+}
