@@ -292,9 +292,22 @@ struct Progress {
         last = now
         shown = true
         let pct = total > 0 ? n * 100 / total : 100
-        fputs("\rreplay: \(n)/\(total) packets (\(pct)%)", stderr)
+        writeStderr("\rreplay: \(n)/\(total) packets (\(pct)%)")
     }
     mutating func finish() {
-        if shown { fputs("\r\u{1B}[K", stderr) }
+        if shown { writeStderr("\r\u{1B}[K") }
+    }
+}
+
+/// Writes to standard error without going through stdio's shared FILE (not concurrency-safe).
+public func writeStderr(_ s: String) {
+    var s = s
+    s.withUTF8 { b in
+        var off = 0
+        while off < b.count {
+            let n = write(2, b.baseAddress! + off, b.count - off)
+            if n <= 0 { return }
+            off += n
+        }
     }
 }

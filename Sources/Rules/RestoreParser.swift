@@ -8,7 +8,8 @@ public enum RestoreParser {
     public static func parse(_ text: String, file: String) throws(Diagnostic) -> RuleSet {
         var state = ParseState(file: file)
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // "\r\n" is one Character in Swift: split on both forms.
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
             var line = rawLine
             if line.hasSuffix("\r") { line = line.dropLast() }
@@ -18,7 +19,7 @@ public enum RestoreParser {
             try state.line(trimmed, column: col, lineNumber: lineNumber)
         }
         if let t = state.current {
-            throw Diagnostic(file: file, line: lineNumber, column: 1, message: "table '\(t.table.name.rawValue)' opened at line \(t.openedAt) has no COMMIT")
+            throw Diagnostic(file: file, line: t.openedAt, column: 1, message: "table '\(t.table.name.rawValue)' has no COMMIT")
         }
         return RuleSet(tables: state.done)
     }
@@ -208,7 +209,7 @@ struct ParseState {
         var invertColumn = 0
         var i = 0
         let chainName = current!.table.chains[chain].name
-        var protoColumn = 0
+        var protoModuleColumn = 0
 
         func value(_ opt: Token) throws(Diagnostic) -> Token {
             // Old-style negation: `-s ! 10.0.0.1`.
@@ -247,7 +248,6 @@ struct ParseState {
                 } else {
                     m.proto = Inverted(p, invert: takeInvert())
                 }
-                protoColumn = v.column
             case "-i", "--in-interface", "-o", "--out-interface":
                 let v = try value(tok)
                 let isIn = tok.text == "-i" || tok.text == "--in-interface"
@@ -266,10 +266,8 @@ struct ParseState {
                 let mod = t[i]
                 switch mod.text {
                 case "tcp", "udp":
-                    guard let p = m.proto, !p.invert, p.value == (mod.text == "tcp" ? IPProtocol.tcp : IPProtocol.udp) else {
-                        throw error(ln, mod.column, "match '\(mod.text)' needs '-p \(mod.text)' before it")
-                    }
-                    if !m.modules.contains(mod.text) { m.modules.append(mod.text) }
+                    // The protocol may come later (`-m tcp -p tcp`); checked at the end.
+                    if !m.modules.contains(mod.text) { m.modules.append(mod.text); protoModuleColumn = mod.column }
                 case "comment":
                     if !m.modules.contains("comment") { m.modules.append("comment") }
                 default:
@@ -277,11 +275,13 @@ struct ParseState {
                 }
             case "--sport", "--source-port", "--dport", "--destination-port":
                 // Like iptables, `-p tcp --dport` loads the tcp match implicitly.
-                guard let p = m.proto, !p.invert, p.value == IPProtocol.tcp || p.value == IPProtocol.udp else {
-                    throw error(ln, tok.column, "unknown option '\(tok.text)' (port matches need '-p tcp' or '-p udp')")
+                if !m.modules.contains("tcp") && !m.modules.contains("udp") {
+                    guard let p = m.proto, !p.invert, p.value == IPProtocol.tcp || p.value == IPProtocol.udp else {
+                        throw error(ln, tok.column, "unknown option '\(tok.text)' (port matches need '-p tcp' or '-p udp')")
+                    }
+                    m.modules.append(p.value == IPProtocol.tcp ? "tcp" : "udp")
+                    protoModuleColumn = tok.column
                 }
-                let modName = p.value == IPProtocol.tcp ? "tcp" : "udp"
-                if !m.modules.contains(modName) { m.modules.append(modName) }
                 let v = try value(tok)
                 guard let r = parsePortRange(v.text) else { throw error(ln, v.column, "bad port or range '\(v.text)'") }
                 let isSource = tok.text == "--sport" || tok.text == "--source-port"
@@ -322,7 +322,13 @@ struct ParseState {
             i += 1
         }
         if invert { throw error(ln, invertColumn, "'!' at the end of the rule negates nothing") }
-        _ = protoColumn
+        for mod in m.modules where mod == "tcp" || mod == "udp" {
+            // xt_tcpudp's checkentry: the rule must be for that protocol, not inverted.
+            let want = mod == "tcp" ? IPProtocol.tcp : IPProtocol.udp
+            guard let p = m.proto, !p.invert, p.value == want else {
+                throw error(ln, protoModuleColumn, "match '\(mod)' needs '-p \(mod)'")
+            }
+        }
         return Rule(match: m, target: target, counters: counters, origin: SourceLine(file: file, line: ln))
     }
 

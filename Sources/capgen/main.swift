@@ -119,7 +119,7 @@ let udpWAN = [Frame(ts: t0 + 8 * sec + 9_000_000, bytes: wan(PacketBuilder.udp(s
 // 5. Malformed and odd frames arriving on eth0, one per reason, plus IPv6 and ARP (passed).
 var bad: [Frame] = []
 var bt = t0 + 9 * sec
-func addBad(_ b: [UInt8]) { bad.append(Frame(ts: bt, bytes: b)); bt += 1_000_000 }
+@MainActor func addBad(_ b: [UInt8]) { bad.append(Frame(ts: bt, bytes: b)); bt += 1_000_000 }
 let goodUDP = PacketBuilder.udp(source: internetClient, destination: routerWAN, sourcePort: 1234, destinationPort: 5678, payload: Array("hello".utf8), identification: 500)
 addBad(Array(wan(goodUDP)[0 ..< 10]))                                     // truncated-link-header
 do { var p = goodUDP; p[0] = 0x44; addBad(wan(p)) }                      // bad-ihl
@@ -143,7 +143,7 @@ addBad(PacketBuilder.ethernet(destination: macRouterWAN, source: macUpstream, et
 addBad(PacketBuilder.ethernet(destination: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], source: macUpstream, etherType: EtherType.arp,
                               payload: [0, 1, 8, 0, 6, 4, 0, 1] + macUpstream + [203, 0, 113, 254] + [0, 0, 0, 0, 0, 0] + [203, 0, 113, 1]))  // ARP: passed
 
-func write(_ name: String, _ frames: [Frame]) throws {
+@MainActor func write(_ name: String, _ frames: [Frame]) throws {
     let w = try PcapWriter(path: outDir + "/" + name, linkTypeRaw: LinkType.ethernet.rawValue, resolution: .microsecond)
     for f in frames.sorted(by: { $0.ts < $1.ts }) { try w.append(frame: f.bytes, timestampNanos: f.ts) }
     try w.close()

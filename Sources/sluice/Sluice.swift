@@ -22,7 +22,7 @@ struct Sluice: ParsableCommand {
 
 /// Prints an error the way compilers do and exits non-zero.
 func fail(_ message: String) -> Never {
-    fputs("sluice: error: \(message)\n", stderr)
+    writeStderr("sluice: error: \(message)\n")
     exit(1)
 }
 
@@ -65,7 +65,7 @@ struct ReplayCommand: ParsableCommand {
         }
         guard !ins.isEmpty else { fail("at least one --in IFACE=CAPTURE is needed") }
         if network == nil {
-            fputs("sluice: note: no --network: the box has no addresses or routes, so nothing is local and nothing can be forwarded\n", stderr)
+            writeStderr("sluice: note: no --network: the box has no addresses or routes, so nothing is local and nothing can be forwarded\n")
         }
         let summary: ReplaySummary
         do {
@@ -84,7 +84,7 @@ enum SummaryReport {
     static func render(_ s: ReplaySummary, outDir: String) -> String {
         var o = ""
         let rate = s.seconds > 0 ? Double(s.packets) / s.seconds : 0
-        o += "packets in: \(s.packets)   (\(String(format: "%.3f", s.seconds)) s, \(Int(rate)) packets/s incl. output)\n"
+        o += "packets in: \(s.packets)   (\(fixed(s.seconds, 3)) s, \(Int(rate)) packets/s incl. output)\n"
         o += "verdicts:\n"
         for k in ["forwarded", "local", "sent", "dropped", "rejected", "passed"] where s.verdicts[k, default: 0] > 0 {
             o += "  \(pad(k, 10)) \(s.verdicts[k]!)\n"
@@ -136,6 +136,19 @@ struct CheckCommand: ParsableCommand {
                 print("    \(c.name)\(c.policy.map { " policy \($0.rawValue)" } ?? ""): \(c.rules.count) rules")
             }
         }
-        print("  parse \(String(format: "%.2f", (t1 - t0) * 1000)) ms, compile \(String(format: "%.2f", (t2 - t1) * 1000)) ms (linear classifier, \(engine.filter?.ruleCount ?? 0) rules)")
+        print("  parse \(fixed((t1 - t0) * 1000, 2)) ms, compile \(fixed((t2 - t1) * 1000, 2)) ms (linear classifier, \(engine.filter?.ruleCount ?? 0) rules)")
     }
+}
+
+/// A fixed-point rendering without Foundation: `fixed(1.23456, 2)` is "1.23".
+func fixed(_ x: Double, _ decimals: Int) -> String {
+    var scale = 1.0
+    for _ in 0 ..< decimals { scale *= 10 }
+    let v = (x * scale).rounded()
+    let neg = v < 0
+    let n = Int(abs(v))
+    let whole = n / Int(scale), frac = n % Int(scale)
+    var f = String(frac)
+    while f.count < decimals { f = "0" + f }
+    return (neg ? "-" : "") + String(whole) + (decimals > 0 ? "." + f : "")
 }
