@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(
             name: "ReplayTests",
             dependencies: ["Replay", "Engine", "Capture", "Wire"],
-            resources: [.copy("Golden")]
+            exclude: ["Golden"]
         ),
     ]
 )

@@ -77,11 +77,12 @@ public struct Engine: Sendable {
     /// Processes one frame that arrived on `inInterface` (or was generated locally when
     /// `inInterface` is nil). `frame` is mutable: forwarding decrements the TTL in place
     /// (incremental checksum). `p` is caller-owned scratch for the parse.
-    public mutating func process(frame: UnsafeMutableRawBufferPointer, linkType: LinkType, inInterface: Int16?,
-                                 parsed p: inout ParsedPacket, trace: inout HitTrace) -> Decision {
+    /// `wireLength`: the frame's length on the wire when a capture kept less (caplen < len).
+    public mutating func process(frame: UnsafeMutableRawBufferPointer, linkType: LinkType, wireLength: Int? = nil,
+                                 inInterface: Int16?, parsed p: inout ParsedPacket, trace: inout HitTrace) -> Decision {
         trace.clear()
         var d = Decision()
-        guard PacketParser.parse(UnsafeRawBufferPointer(frame), linkType: linkType, into: &p) else {
+        guard PacketParser.parse(UnsafeRawBufferPointer(frame), linkType: linkType, wireLength: wireLength, into: &p) else {
             d.kind = .dropped; d.reason = .malformed; d.malformed = p.drop
             malformed[p.drop!] &+= 1
             return count(d)

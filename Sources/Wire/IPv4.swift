@@ -32,8 +32,12 @@ public struct IPv4View {
     /// Checks, in the kernel's order (ip_rcv_core): enough bytes for a base header, version 4,
     /// IHL >= 5, header within the bytes, total length >= header length, total length within the
     /// bytes. On success `bytes` is trimmed to the total length (drops Ethernet padding).
+    ///
+    /// `missingBytes`: bytes the capture did not keep (snaplen); a total length that runs into
+    /// them is accepted and the view then covers only the bytes present (`bytes.count <
+    /// totalLength`; use `capturedPayload`).
     @inlinable
-    public static func check(_ bytes: UnsafeRawBufferPointer) -> Result<IPv4View, DropReason> {
+    public static func check(_ bytes: UnsafeRawBufferPointer, missingBytes: Int = 0) -> Result<IPv4View, DropReason> {
         guard bytes.count >= minimumHeaderLength else { return .failure(.truncatedIPv4Header) }
         let vihl = bytes[Field.versionIHL]
         guard vihl >> 4 == 4 else { return .failure(.badIPVersion) }
@@ -44,8 +48,8 @@ public struct IPv4View {
             return .failure(total < hlen ? .badIPTotalLength : .truncatedIPv4Header)
         }
         guard total >= hlen else { return .failure(.badIPTotalLength) }
-        guard total <= bytes.count else { return .failure(.ipTotalLengthBeyondCapture) }
-        return .success(IPv4View(unchecked: bytes.slice(0, total)))
+        guard total <= bytes.count + missingBytes else { return .failure(.ipTotalLengthBeyondCapture) }
+        return .success(IPv4View(unchecked: bytes.slice(0, min(total, bytes.count))))
     }
 
     @inlinable
@@ -76,7 +80,8 @@ public struct IPv4View {
     @inlinable public var destination: UInt32 { bytes.be32(Field.destination) }
     @inlinable public var options: UnsafeRawBufferPointer { bytes.slice(Field.options, headerLength - Field.options) }
     @inlinable public var header: UnsafeRawBufferPointer { bytes.slice(0, headerLength) }
-    @inlinable public var payload: UnsafeRawBufferPointer { bytes.slice(headerLength, totalLength - headerLength) }
+    /// The payload bytes present (all of it unless a capture cut the packet short).
+    @inlinable public var payload: UnsafeRawBufferPointer { bytes.slice(headerLength, bytes.count - headerLength) }
 
     /// True when the header checksum sums to zero (RFC 1071 verification).
     @inlinable public var checksumValid: Bool { Checksum.fold(Checksum.sum(header)) == 0 }

@@ -28,6 +28,11 @@ public struct ParsedPacket: Sendable {
     public var dontFragment: Bool = false
     public var source: UInt32 = 0
     public var destination: UInt32 = 0
+    /// The capture cut this packet short (snaplen): `ipCapturedLength < ipTotalLength`. The
+    /// headers present are parsed; what is missing is not an error of the packet.
+    public var captureTruncated: Bool = false
+    /// Bytes of the IPv4 packet present in the frame (== ipTotalLength unless truncated).
+    public var ipCapturedLength: UInt16 = 0
 
     // L4 (valid when `hasL4`): present for unfragmented packets and first fragments that carry
     // the L4 header's first bytes; never for later fragments.
@@ -69,8 +74,13 @@ public enum PacketParser {
     /// Returns false when the frame is malformed; `p.drop` then says why. A non-IPv4 frame
     /// (IPv6, ARP, other EtherTypes) returns true with `p.kind` telling what it is: it is
     /// recognised and passed through, not dropped.
+    ///
+    /// `wireLength`: the frame's length on the wire when a capture kept fewer bytes (pcap's
+    /// caplen < len). Then an IPv4 total length up to what the wire carried is not an error;
+    /// the packet is marked `captureTruncated` and parsed as far as its bytes go.
     @inlinable
-    public static func parse(_ frame: UnsafeRawBufferPointer, linkType: LinkType, into p: inout ParsedPacket) -> Bool {
+    public static func parse(_ frame: UnsafeRawBufferPointer, linkType: LinkType, wireLength: Int? = nil,
+                             into p: inout ParsedPacket) -> Bool {
         p = ParsedPacket()
         let link: LinkDecode
         switch LinkLayer.decode(frame, linkType: linkType) {
@@ -83,18 +93,22 @@ public enum PacketParser {
         p.outerVID = link.outerVID
         p.l3Offset = Int32(link.l3Offset)
         guard link.kind == .ipv4 else { return true }
-        return parseIPv4(frame.slice(link.l3Offset, frame.count - link.l3Offset), l3Offset: link.l3Offset, into: &p)
+        let missing = max(0, (wireLength ?? frame.count) - frame.count)
+        return parseIPv4(frame.slice(link.l3Offset, frame.count - link.l3Offset), l3Offset: link.l3Offset, missingBytes: missing, into: &p)
     }
 
     /// Parses an IPv4 packet that starts at offset 0 of `bytes` (NFQUEUE hands these).
     @inlinable
-    public static func parseIPv4(_ bytes: UnsafeRawBufferPointer, l3Offset: Int = 0, into p: inout ParsedPacket) -> Bool {
+    public static func parseIPv4(_ bytes: UnsafeRawBufferPointer, l3Offset: Int = 0, missingBytes: Int = 0,
+                                 into p: inout ParsedPacket) -> Bool {
         p.kind = .ipv4
         let ip: IPv4View
-        switch IPv4View.check(bytes) {
+        switch IPv4View.check(bytes, missingBytes: missingBytes) {
         case .success(let v): ip = v
         case .failure(let r): p.drop = r; return false
         }
+        p.captureTruncated = ip.bytes.count < ip.totalLength
+        p.ipCapturedLength = UInt16(ip.bytes.count)
         let hlen = ip.headerLength
         p.ipHeaderLength = UInt8(hlen)
         p.ipTotalLength = UInt16(ip.totalLength)
@@ -115,7 +129,8 @@ public enum PacketParser {
         guard p.fragmentOffset == 0 else { return true }  // later fragment: no L4 header
 
         let l4 = ip.payload
-        let fragmented = p.moreFragments
+        // A first fragment, or a capture cut short, may hold only part of the L4 header.
+        let fragmented = p.moreFragments || p.captureTruncated
         p.l4Offset = Int32(l3Offset + hlen)
         switch p.proto {
         case IPProtocol.tcp:
@@ -126,7 +141,7 @@ public enum PacketParser {
                 p.destinationPort = t.destinationPort
                 p.tcpFlags = t.flags
             case .failure(let r):
-                if fragmented && r == .truncatedTCPHeader { p.l4Truncated = true; return true }
+                if fragmented && r == .truncatedTCPHeader { p.l4Truncated = p.moreFragments; return true }
                 p.drop = r; return false
             }
         case IPProtocol.udp:
@@ -136,7 +151,7 @@ public enum PacketParser {
                 p.sourcePort = u.sourcePort
                 p.destinationPort = u.destinationPort
             case .failure(let r):
-                if fragmented && r == .truncatedUDPHeader { p.l4Truncated = true; return true }
+                if fragmented && r == .truncatedUDPHeader { p.l4Truncated = p.moreFragments; return true }
                 p.drop = r; return false
             }
         case IPProtocol.icmp:
@@ -155,7 +170,7 @@ public enum PacketParser {
                                       sourcePort: q.sourcePort, destinationPort: q.destinationPort, proto: q.proto)
                 }
             case .failure(let r):
-                if fragmented && r == .truncatedICMPHeader { p.l4Truncated = true; return true }
+                if fragmented && r == .truncatedICMPHeader { p.l4Truncated = p.moreFragments; return true }
                 p.drop = r; return false
             }
         default:
