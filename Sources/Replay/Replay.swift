@@ -265,7 +265,10 @@ final class TextFile {
     deinit { if let f { fclose(f) } }
 }
 
+/// `mkdir -p`.
 func makeDirectory(_ path: String) throws {
+    let parent = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+    if !parent.isEmpty && parent != path { try makeDirectory(parent) }
     var st = stat()
     if stat(path, &st) == 0 {
         guard (st.st_mode & S_IFMT) == S_IFDIR else { throw ReplayError("\(path) exists and is not a directory") }

@@ -19,7 +19,7 @@ final class ReplayTests: XCTestCase {
     /// committed verdicts, output packets and counters. Run with SLUICE_UPDATE_GOLDEN=1 to
     /// rewrite them after a deliberate change (then review the diff).
     func testGoldenEdgeReplay() throws {
-        let out = try tempDir()
+        let out = try tempDir() + "/nested/out"  // created with its parents
         let summary = try Replayer.run(ReplayOptions(
             rulesPath: repo("examples/edge/filter.rules"), networkPath: repo("examples/edge/network"),
             inputs: [ReplayInput(interface: "eth0", path: repo("captures/edge-eth0.pcap")),
