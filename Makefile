@@ -38,7 +38,7 @@ captures: deps
 	$(SWIFT) run capgen captures
 
 bench: deps
-	cd Benchmarks && $(SWIFT) package benchmark
+	cd Benchmarks && $(SWIFT) package benchmark thresholds check
 
 clean:
 	rm -rf .build out

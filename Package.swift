@@ -60,6 +60,7 @@ let package = Package(
         .testTarget(name: "RulesTests", dependencies: ["Rules", "Wire", "Diagnostics"]),
         .testTarget(name: "ClassifierTests", dependencies: ["Classifier", "Rules", "Wire"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Rules", "NetModel", "Wire"]),
+        .testTarget(name: "NFQueueLibraryTests", dependencies: ["CNetfilterQueue"]),
         .testTarget(
             name: "ReplayTests",
             dependencies: ["Replay", "Engine", "Capture", "Wire"],
