@@ -1,7 +1,8 @@
 import Rules
 import Wire
 
-/// The header fields a rule can look at, gathered once per packet per hook.
+/// The header fields a rule can look at, gathered once per packet and updated when a target
+/// rewrites them (MARK, TTL, DSCP). Plain value; no references.
 public struct PacketFields: Sendable {
     public var source: UInt32 = 0
     public var destination: UInt32 = 0
@@ -15,6 +16,18 @@ public struct PacketFields: Sendable {
     public var hasL4: Bool = false
     public var l4Truncated: Bool = false
     public var laterFragment: Bool = false
+    public var mark: UInt32 = 0
+    public var ttl: UInt8 = 0
+    public var tos: UInt8 = 0
+    public var length: UInt16 = 0
+    public var tcpFlags: UInt8 = 0
+    public var icmpType: UInt8 = 0
+    public var icmpCode: UInt8 = 0
+    /// Link layer: source MAC (48 bits) when the packet came with an Ethernet header.
+    public var hasMAC: Bool = false
+    public var sourceMAC: UInt64 = 0
+    /// 0 unicast, 1 broadcast, 2 multicast (xt_pkttype's view).
+    public var packetType: UInt8 = 0
 
     public init() {}
 
@@ -24,18 +37,25 @@ public struct PacketFields: Sendable {
         sourcePort = p.sourcePort; destinationPort = p.destinationPort
         self.inInterface = inInterface; self.outInterface = outInterface
         hasL4 = p.hasL4; l4Truncated = p.l4Truncated; laterFragment = p.isLaterFragment
+        ttl = p.ttl; tos = p.tos; length = p.ipTotalLength
+        tcpFlags = p.tcpFlags.rawValue; icmpType = p.icmpType; icmpCode = p.icmpCode
     }
 }
 
-/// What a rule does when it matches, with chain indices resolved.
+/// What a rule does when it matches, with chain indices resolved. `action` indexes the
+/// engine's table of non-jump targets (REJECT, LOG, MARK, ...).
 public enum CompiledTarget: Equatable, Sendable {
     case none, accept, drop, `return`
     case jump(Int32)
     case goto(Int32)
+    case action(Int32)
 }
 
 /// One rule flattened into plain fields: no optionals, no strings, no references; matching
-/// it is a handful of compares. Interface matches are bit masks over the interface table.
+/// the header part is a handful of compares. Interface matches are bit masks over the
+/// interface table. Matches that need more than header fields (marks, rates, sets, ...) are
+/// `residualCount` entries starting at `residualStart` in the engine's residual table, checked
+/// in rule order after the header part matched.
 public struct CompiledRule: Sendable {
     public var srcNet: UInt32 = 0, srcMask: UInt32 = 0, srcInvert = false
     public var dstNet: UInt32 = 0, dstMask: UInt32 = 0, dstInvert = false
@@ -43,10 +63,14 @@ public struct CompiledRule: Sendable {
     public var proto: UInt8 = 0, protoInvert = false
     public var inMask: UInt64 = ~0, inInvert = false, inAny = true
     public var outMask: UInt64 = ~0, outInvert = false, outAny = true
+    /// `-f`: 0 not given, 1 later fragments only, 2 (`! -f`) no later fragments.
+    public var fragment: UInt8 = 0
     /// Port matches (tcp/udp module); `portsUsed` false when the rule has none.
     public var portsUsed = false
     public var sportLo: UInt16 = 0, sportHi: UInt16 = 65535, sportInvert = false
     public var dportLo: UInt16 = 0, dportHi: UInt16 = 65535, dportInvert = false
+    public var residualStart: Int32 = 0
+    public var residualCount: Int16 = 0
     public var target: CompiledTarget = .none
     /// Index into the engine's per-rule counters.
     public var id: Int32 = 0
@@ -62,6 +86,7 @@ public enum MatchResult: UInt8, Sendable {
 }
 
 extension CompiledRule {
+    /// The header part of the rule (everything but the residual matches).
     @inlinable
     public func matches(_ f: PacketFields) -> MatchResult {
         if ((f.source & srcMask) == srcNet) == srcInvert { return .noMatch }
@@ -75,6 +100,7 @@ extension CompiledRule {
             let hit = f.outInterface >= 0 && f.outInterface < 64 && (outMask >> UInt64(f.outInterface)) & 1 == 1
             if hit == outInvert { return .noMatch }
         }
+        if fragment != 0 && f.laterFragment != (fragment == 1) { return .noMatch }
         if portsUsed {
             // xt_tcpudp: later fragments never match; a first fragment without the ports hotdrops.
             if f.laterFragment { return .noMatch }
@@ -113,6 +139,7 @@ public struct InterfaceTable: Sendable {
 
 public struct CompileError: Error, CustomStringConvertible {
     public var message: String
+    public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
 
@@ -126,14 +153,21 @@ public struct CompiledTable: Sendable {
     public var policies: [Policy?]
     /// First rule id of each chain in the engine's counter array.
     public var firstRuleID: [Int32]
+    /// Global id of chain 0 of this table (for policy entries in traces).
+    public var firstChainID: Int32
 
-    public init(_ table: Table, interfaces: InterfaceTable, firstID: Int32) throws(CompileError) {
+    /// `residual(rule, table)` appends the rule's residual matches to the engine's table and
+    /// returns (start, count); `action(rule)` does the same for a non-jump target.
+    public init(_ table: Table, interfaces: InterfaceTable, firstID: Int32, firstChainID: Int32,
+                residual: (Rule) throws(CompileError) -> (Int32, Int16),
+                action: (Rule) throws(CompileError) -> Int32) throws(CompileError) {
         guard interfaces.names.count <= InterfaceTable.capacity else {
-            throw CompileError(message: "more than \(InterfaceTable.capacity) interfaces")
+            throw CompileError("more than \(InterfaceTable.capacity) interfaces")
         }
         name = table.name
         chainNames = table.chains.map(\.name)
         policies = table.chains.map(\.policy)
+        self.firstChainID = firstChainID
         chains = []
         firstRuleID = []
         var id = firstID
@@ -142,7 +176,18 @@ public struct CompiledTable: Sendable {
             var out: [CompiledRule] = []
             out.reserveCapacity(chain.rules.count)
             for r in chain.rules {
-                out.append(Self.compile(r, interfaces: interfaces, id: id))
+                var c = Self.compileHeader(r, interfaces: interfaces, id: id)
+                (c.residualStart, c.residualCount) = try residual(r)
+                switch r.target {
+                case .none: c.target = .none
+                case .accept: c.target = .accept
+                case .drop: c.target = .drop
+                case .return: c.target = .return
+                case .jump(let n): c.target = .jump(Int32(n))
+                case .goto(let n): c.target = .goto(Int32(n))
+                default: c.target = .action(try action(r))
+                }
+                out.append(c)
                 id += 1
             }
             chains.append(out)
@@ -151,7 +196,7 @@ public struct CompiledTable: Sendable {
 
     public var ruleCount: Int { chains.reduce(0) { $0 + $1.count } }
 
-    static func compile(_ r: Rule, interfaces: InterfaceTable, id: Int32) -> CompiledRule {
+    public static func compileHeader(_ r: Rule, interfaces: InterfaceTable, id: Int32) -> CompiledRule {
         var c = CompiledRule()
         let m = r.match
         if let s = m.source { c.srcMask = s.value.mask; c.srcNet = s.value.network; c.srcInvert = s.invert }
@@ -159,25 +204,22 @@ public struct CompiledTable: Sendable {
         if let p = m.proto { c.proto = p.value; c.protoInvert = p.invert }
         if let i = m.inInterface { c.inAny = false; c.inMask = interfaces.mask(i.value); c.inInvert = i.invert }
         if let o = m.outInterface { c.outAny = false; c.outMask = interfaces.mask(o.value); c.outInvert = o.invert }
-        if let sp = m.sourcePort { c.portsUsed = true; c.sportLo = sp.value.lo; c.sportHi = sp.value.hi; c.sportInvert = sp.invert }
-        if let dp = m.destinationPort { c.portsUsed = true; c.dportLo = dp.value.lo; c.dportHi = dp.value.hi; c.dportInvert = dp.invert }
-        switch r.target {
-        case .none: c.target = .none
-        case .accept: c.target = .accept
-        case .drop: c.target = .drop
-        case .return: c.target = .return
-        case .jump(let n): c.target = .jump(Int32(n))
-        case .goto(let n): c.target = .goto(Int32(n))
-        }
+        if let f = m.fragment { c.fragment = f ? 1 : 2 }
+        let (sp, dp) = m.ports
+        if let sp { c.portsUsed = true; c.sportLo = sp.value.lo; c.sportHi = sp.value.hi; c.sportInvert = sp.invert }
+        if let dp { c.portsUsed = true; c.dportLo = dp.value.lo; c.dportHi = dp.value.hi; c.dportInvert = dp.invert }
+        // A tcp/udp module with only other options (e.g. --tcp-flags) still needs the L4 header:
+        // the residual check handles that.
         c.id = id
         return c
     }
 }
 
 /// First-match evaluation, rule by rule: the reference every faster classifier is checked
-/// against. Cost: linear in the rules scanned.
+/// against. Cost: linear in the rules scanned. Returns candidates whose header part matches;
+/// the engine then checks residual matches and continues from the next index if they fail.
 public enum LinearClassifier {
-    /// The first rule at or after `start` in `chain` that matches (or hotdrops), or nil.
+    /// The first rule at or after `start` in `rules` whose header part matches (or hotdrops).
     @inlinable
     public static func firstMatch(_ rules: [CompiledRule], from start: Int, _ f: PacketFields) -> (index: Int, result: MatchResult)? {
         var i = start

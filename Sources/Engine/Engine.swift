@@ -1,4 +1,5 @@
 import Classifier
+import Diagnostics
 import NetModel
 import Rules
 import Wire
@@ -17,39 +18,53 @@ public enum Hook: UInt8, Sendable, CaseIterable {
     }
 }
 
-/// The packet engine: hook traversal in kernel order, routing by the network model, first-match
-/// chain evaluation, counters. A plain struct over flat arrays: `process` touches no class and
-/// allocates nothing once the trace buffer has grown to its working size.
+public struct EngineOptions: Sendable {
+    /// Sets for `-m set` (`--ipsets FILE`).
+    public var ipsets = IPSetCollection()
+    /// Seed of the generator behind `-m statistic --mode random` (replays are deterministic).
+    public var seed: UInt64 = 0x5EED
+    public init() {}
+}
+
+/// The packet engine: hooks in kernel order, at each hook its tables in priority order (raw,
+/// mangle, nat, filter, security), the routing decision from the network model between
+/// PREROUTING and INPUT/FORWARD, first-match chain evaluation, targets, counters.
 ///
-/// This version has the filter table (INPUT, FORWARD, OUTPUT); the other tables are refused at
-/// load time by the rule parser, so their hooks are pass-through here.
+/// `process` works on plain arrays of plain structs: it allocates nothing once the caller's
+/// trace and reply buffers have grown to their working size (detailed traces and LOG lines
+/// excepted, which format text).
 public struct Engine: Sendable {
     public let ruleSet: RuleSet
     public let network: NetworkModel
     public private(set) var interfaces: InterfaceTable
-    public let filter: CompiledTable?
-
-    /// Global chain ids (for trace entries): chain c of the filter table is `chainBase + c`.
-    let chainBase: Int32 = 0
+    public let tables: [CompiledTable]
+    /// Per hook (Hook.rawValue): the (table, built-in chain) pairs to run, in order.
+    let hookChains: [[(table: Int32, chain: Int32)]]
+    let residuals: [ResidualMatch]
+    let multiportRanges: [PortRange]
+    let actions: [TargetAction]
+    let sets: [CompiledIPSet]
+    var state: MatchState
 
     /// Per-rule counters, indexed by `CompiledRule.id`.
-    public private(set) var rulePackets: [UInt64]
-    public private(set) var ruleBytes: [UInt64]
-    /// Per-chain policy counters (built-in chains), indexed by chain index.
-    public private(set) var policyPackets: [UInt64]
-    public private(set) var policyBytes: [UInt64]
+    public internal(set) var rulePackets: [UInt64]
+    public internal(set) var ruleBytes: [UInt64]
+    /// Per-chain policy counters, indexed by global chain id.
+    public internal(set) var policyPackets: [UInt64]
+    public internal(set) var policyBytes: [UInt64]
     /// Verdict and reason counters.
-    public private(set) var verdictCounts: [UInt64] = Array(repeating: 0, count: 6)
+    public private(set) var verdictCounts: [UInt64] = Array(repeating: 0, count: VerdictKind.allCases.count)
     public private(set) var reasonCounts: [UInt64] = Array(repeating: 0, count: EngineReason.allCases.count)
     public private(set) var malformed = DropCounters()
     public private(set) var passedByKind: [UInt64] = Array(repeating: 0, count: L3Kind.allCases.count)
 
     /// Index of the `lo` interface (always present).
     public let loopback: Int16
-    /// Chain stack for jumps; fixed capacity (the kernel limits nesting too), reused.
+    /// Network-model interface id per engine interface index (-1 when the model lacks it).
+    let modelInterface: [Int]
     var stack: [(chain: Int32, next: Int32)] = []
 
-    public init(rules: RuleSet, network: NetworkModel, extraInterfaces: [String] = []) throws(CompileError) {
+    public init(rules: RuleSet, network: NetworkModel, extraInterfaces: [String] = [], options: EngineOptions = EngineOptions()) throws(Diagnostic) {
         ruleSet = rules
         self.network = network
         var ifs = InterfaceTable(network.interfaceNames)
@@ -57,29 +72,180 @@ public struct Engine: Sendable {
         for n in extraInterfaces where n != "local" { ifs.add(n) }
         interfaces = ifs
         loopback = Int16(ifs.index("lo")!)
-        if let t = rules.table(.filter) {
-            filter = try CompiledTable(t, interfaces: ifs, firstID: 0)
-        } else {
-            filter = nil
+        modelInterface = ifs.names.map { network.interfaceIndex(named: $0) ?? -1 }
+
+        var residuals: [ResidualMatch] = []
+        var ranges: [PortRange] = []
+        var actions: [TargetAction] = []
+        var state = MatchState()
+        state.random = SplitMix64(seed: options.seed)
+        let sets = options.ipsets.sets.map(CompiledIPSet.init)
+        var tables: [CompiledTable] = []
+        var ruleID: Int32 = 0, chainID: Int32 = 0
+        for t in rules.tables {
+            try Self.checkSupported(t)
+            let compiled: CompiledTable
+            do {
+                compiled = try CompiledTable(t, interfaces: ifs, firstID: ruleID, firstChainID: chainID,
+                    residual: { (r: Rule) throws(CompileError) -> (Int32, Int16) in
+                        let start = Int32(residuals.count)
+                        try Self.compileResiduals(r, into: &residuals, ranges: &ranges, state: &state, ipsets: options.ipsets)
+                        return (start, Int16(Int32(residuals.count) - start))
+                    },
+                    action: { (r: Rule) throws(CompileError) -> Int32 in
+                        actions.append(try Self.compileAction(r))
+                        return Int32(actions.count - 1)
+                    })
+            } catch {
+                throw Diagnostic(file: t.chains.first?.rules.first?.origin.file ?? "<rules>", line: 0, column: 0, message: error.message)
+            }
+            ruleID += Int32(compiled.ruleCount)
+            chainID += Int32(t.chains.count)
+            tables.append(compiled)
         }
-        let n = filter?.ruleCount ?? 0
-        rulePackets = Array(repeating: 0, count: n)
-        ruleBytes = Array(repeating: 0, count: n)
-        let chains = filter?.chains.count ?? 0
-        policyPackets = Array(repeating: 0, count: chains)
-        policyBytes = Array(repeating: 0, count: chains)
+        self.tables = tables
+        self.residuals = residuals
+        self.multiportRanges = ranges
+        self.actions = actions
+        self.sets = sets
+        self.state = state
+        var hooks: [[(table: Int32, chain: Int32)]] = []
+        for h in Hook.allCases {
+            var list: [(table: Int32, chain: Int32)] = []
+            for (ti, t) in tables.enumerated() {
+                if let c = t.chainNames.firstIndex(of: h.chainName), t.policies[c] != nil { list.append((Int32(ti), Int32(c))) }
+            }
+            hooks.append(list)
+        }
+        hookChains = hooks
+        rulePackets = Array(repeating: 0, count: Int(ruleID))
+        ruleBytes = Array(repeating: 0, count: Int(ruleID))
+        policyPackets = Array(repeating: 0, count: Int(chainID))
+        policyBytes = Array(repeating: 0, count: Int(chainID))
         stack.reserveCapacity(64)
+    }
+
+    /// What this version cannot evaluate yet is refused at load, naming the rule.
+    static func checkSupported(_ t: Table) throws(Diagnostic) {
+        for c in t.chains {
+            for r in c.rules {
+                let at = { (what: String) -> Diagnostic in
+                    Diagnostic(file: r.origin.file, line: r.origin.line, column: 1,
+                               message: "\(what) needs connection tracking, which this version of Sluice does not have yet")
+                }
+                if t.name == .nat { throw at("the nat table (rule in \(c.name))") }
+                if let e = r.match.extensions.first(where: \.needsConntrack) { throw at("match '\(e.moduleName)'") }
+                if r.target.needsConntrack { throw at("target '\(r.target.name)'") }
+                if case .copy = r.target { throw at("target 'COPY' (inline mirroring)") }
+                if case .lookup = r.target { throw at("target 'LOOKUP'") }
+                let noSockets = { (what: String) -> Diagnostic in
+                    Diagnostic(file: r.origin.file, line: r.origin.line, column: 1,
+                               message: "\(what) needs the box's sockets, which a capture does not carry; Sluice cannot evaluate it")
+                }
+                if let e = r.match.extensions.first(where: \.needsSockets) { throw noSockets("match '\(e.moduleName)'") }
+                if case .tproxy = r.target { throw noSockets("target 'TPROXY'") }
+            }
+        }
+    }
+
+    static func compileResiduals(_ r: Rule, into out: inout [ResidualMatch], ranges: inout [PortRange], state: inout MatchState,
+                                 ipsets: IPSetCollection) throws(CompileError) {
+        let where_ = "\(r.origin.file):\(r.origin.line)"
+        for e in r.match.extensions {
+            switch e {
+            case .tcp(let x):
+                if x.sourcePort == nil && x.destinationPort == nil { out.append(.needsL4) }
+                if let f = x.flags { out.append(.tcpFlags(mask: f.value.mask, comparison: f.value.comparison, invert: f.invert)) }
+                if let o = x.option { out.append(.tcpOption(kind: o.value, invert: o.invert)) }
+            case .udp(let x):
+                if x.sourcePort == nil && x.destinationPort == nil { out.append(.needsL4) }
+            case .icmp(let x):
+                out.append(.needsL4)
+                if let x { out.append(.icmpType(x.value, invert: x.invert)) }
+            case .multiport(let x):
+                out.append(.needsL4)
+                out.append(.multiport(start: Int32(ranges.count), count: Int16(x.ports.count), direction: x.direction, invert: x.invert))
+                ranges.append(contentsOf: x.ports)
+            case .iprange(let x):
+                if let s = x.source { out.append(.sourceRange(lo: s.value.lo, hi: s.value.hi, invert: s.invert)) }
+                if let d = x.destination { out.append(.destinationRange(lo: d.value.lo, hi: d.value.hi, invert: d.invert)) }
+            case .addrtype(let x): out.append(.addrtype(x))
+            case .mark(let m): out.append(.mark(m.value, invert: m.invert))
+            case .comment: break
+            case .length(let l): out.append(.length(lo: l.value.lo, hi: l.value.hi, invert: l.invert))
+            case .ttl(let x): out.append(.ttl(x.comparison, x.value, invert: x.invert))
+            case .statistic(let x):
+                switch x.mode {
+                case .random(_, let threshold): out.append(.random(threshold: threshold, invert: x.invert))
+                case .nth(let every, let packet):
+                    out.append(.nth(slot: Int32(state.nthCounters.count), every: every, invert: x.invert))
+                    state.nthCounters.append(packet)
+                }
+            case .limit(let x):
+                out.append(.limit(slot: Int32(state.limitCredit.count), perNanos: Double(x.count) / (Double(x.perSeconds) * 1e9), burst: Double(x.burst)))
+                state.limitCredit.append(Double(x.burst))
+                state.limitLast.append(Int64.min)
+            case .recent(let x):
+                var list = state.recentNames.firstIndex(of: x.name)
+                if list == nil { state.recentNames.append(x.name); state.recent.append(RecentList()); list = state.recent.count - 1 }
+                out.append(.recent(list: Int32(list!), x))
+            case .mac(let m): out.append(.mac(m.value, invert: m.invert))
+            case .pkttype(let p):
+                out.append(.pkttype(p.value == .unicast ? 0 : p.value == .broadcast ? 1 : 2, invert: p.invert))
+            case .set(let s):
+                guard let idx = ipsets.index(s.name) else {
+                    throw CompileError("\(where_): set '\(s.name)' is not declared (give its ipset save file with --ipsets FILE)")
+                }
+                guard s.directions.count == 1 else {
+                    throw CompileError("\(where_): set '\(s.name)': one src or dst flag for an address set")
+                }
+                out.append(.set(index: Int32(idx), source: s.directions[0] == .src, invert: s.invert))
+            case .physdevIsBridged(let inv): out.append(.constant(inv))
+            case .policy(_, let ipsec, let inv): out.append(.constant(!ipsec != inv))
+            case .nfacct: out.append(.constant(true))
+            case .socket, .owner:
+                throw CompileError("\(where_): match '\(e.moduleName)' needs the box's sockets")
+            case .conntrack, .state, .connmark:
+                throw CompileError("\(where_): match '\(e.moduleName)' needs connection tracking")
+            }
+        }
+    }
+
+    static func compileAction(_ r: Rule) throws(CompileError) -> TargetAction {
+        switch r.target {
+        case .reject(let w): return .reject(w)
+        case .log(let o): return .log(o)
+        case .mark(let v, let m): return .mark(value: v, mask: m)
+        case .ttl(let op): return .ttl(op)
+        case .dscp(let d): return .dscp(d)
+        case .tcpmss(let op): return .tcpmss(op)
+        case .checksumFill: return .checksumFill
+        case .notrack: return .notrack
+        default: throw CompileError("\(r.origin.file):\(r.origin.line): target '\(r.target.name)' is not available in this version")
+        }
     }
 
     public func interfaceIndex(_ name: String) -> Int16? { interfaces.index(name).map { Int16($0) } }
     public func interfaceName(_ i: Int16) -> String { i >= 0 && Int(i) < interfaces.names.count ? interfaces.names[Int(i)] : "?" }
 
+    func modelID(_ i: Int16) -> Int? {
+        guard i >= 0, Int(i) < modelInterface.count, modelInterface[Int(i)] >= 0 else { return nil }
+        return modelInterface[Int(i)]
+    }
+
+    func engineIndex(_ modelID: Int) -> Int16 { interfaceIndex(network.interfaceName(modelID)) ?? -1 }
+
+    // MARK: - Processing
+
     /// Processes one frame that arrived on `inInterface` (or was generated locally when
-    /// `inInterface` is nil). `frame` is mutable: forwarding decrements the TTL in place
-    /// (incremental checksum). `p` is caller-owned scratch for the parse.
+    /// `inInterface` is nil). `frame` is mutable: forwarding decrements the TTL in place, and
+    /// targets may rewrite header fields (incremental checksums). `p` is caller-owned scratch for
+    /// the parse; `reply` receives a packet the box sends in answer (see `Decision.generatedOut`).
+    ///
     /// `wireLength`: the frame's length on the wire when a capture kept less (caplen < len).
     public mutating func process(frame: UnsafeMutableRawBufferPointer, linkType: LinkType, wireLength: Int? = nil,
-                                 inInterface: Int16?, parsed p: inout ParsedPacket, trace: inout HitTrace) -> Decision {
+                                 inInterface: Int16?, timestampNanos: Int64 = 0, mark: UInt32 = 0,
+                                 parsed p: inout ParsedPacket, trace: inout HitTrace, reply: inout [UInt8]) -> Decision {
         trace.clear()
         var d = Decision()
         guard PacketParser.parse(UnsafeRawBufferPointer(frame), linkType: linkType, wireLength: wireLength, into: &p) else {
@@ -92,54 +258,73 @@ public struct Engine: Sendable {
             passedByKind[Int(p.kind.rawValue)] &+= 1
             return count(d)
         }
+        let l3 = Int(p.l3Offset)
+        var f = PacketFields(p, inInterface: inInterface ?? -1, outInterface: -1)
+        f.mark = mark
+        if linkType == .ethernet && l3 >= 14 {
+            f.hasMAC = true
+            var mac: UInt64 = 0
+            for k in 6 ..< 12 { mac = mac << 8 | UInt64(frame[k]) }
+            f.sourceMAC = mac
+            f.packetType = frame[0] & 1 == 0 ? 0 : (frame[0] == 0xFF && frame[1] == 0xFF && frame[2] == 0xFF && frame[3] == 0xFF && frame[4] == 0xFF && frame[5] == 0xFF ? 1 : 2)
+        } else if p.destination >> 28 == 0xE {
+            f.packetType = 2
+        } else if network.addressKind(p.destination) == .broadcast {
+            f.packetType = 1
+        }
         let bytes = UInt64(p.ipTotalLength)
+        var ctx = PacketContext(frame: frame, l3: l3, bytes: bytes, now: timestampNanos, l4: Int(p.l4Offset),
+                                capturedEnd: l3 + Int(p.ipCapturedLength))
+
         if let iif = inInterface {
-            // Received: PREROUTING (no tables in this version) -> routing decision.
-            if p.source >> 24 == 127 && iif != loopback || p.source >> 28 == 0xE || network.isLocal(p.source) && iif != loopback {
-                d.reason = .martianSource; return count(d)
-            }
-            if p.destination >> 24 == 0 {
+            if trace.detailed { trace.lines.append("in \(interfaceName(iif)): \(describe(p))") }
+            // Martians: the kernel drops these in ip_route_input_slow, after PREROUTING.
+            let martianSource = p.source >> 24 == 127 && iif != loopback || p.source >> 28 == 0xE || p.source == 0xFFFF_FFFF
+                || network.isLocal(p.source) && iif != loopback
+            if !runHook(.prerouting, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+            if martianSource { d.reason = .martianSource; return count(d) }
+            if p.destination >> 24 == 0 || p.destination >> 24 == 127 && iif != loopback {
                 d.reason = .martianDestination; return count(d)
             }
-            switch network.route(destination: p.destination, source: p.source, inputInterface: network.interfaceIndex(named: interfaceName(iif)), mark: 0, tos: p.tos) {
+            if p.hasIPOptions, let reason = sourceRouteCheck(ctx) { d.reason = reason; return count(d) }
+            let decision: RouteDecision
+            if p.destination >> 28 == 0xE {
+                // Multicast: delivered when the box is in the group: all-hosts (224.0.0.1) always,
+                // and IGMP in 224.0.0.0/24; no multicast routing.
+                let joined = p.destination == 0xE000_0001 || (p.destination >> 8 == 0xE00000 && p.proto == IPProtocol.igmp)
+                if !joined { d.reason = .noRoute; if trace.detailed { trace.lines.append("route: multicast group not joined: drop") }; return count(d) }
+                decision = .local(interface: modelID(iif))
+            } else {
+                decision = network.route(destination: p.destination, source: p.source, inputInterface: modelID(iif), mark: f.mark, tos: f.tos)
+            }
+            if trace.detailed { trace.lines.append("route: \(describe(decision)) (mark \(hex(f.mark)))") }
+            switch decision {
             case .local:
-                var f = PacketFields(p, inInterface: iif, outInterface: -1)
-                if !runChain(.input, &f, bytes: bytes, trace: &trace, d: &d) { return count(d) }
+                if !runHook(.input, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
                 d.kind = .local
+                d.mark = f.mark
                 return count(d)
-            case .unicast(let oif, _):
+            case .unicast(let oif, let gw):
                 guard network.ipForward else { d.reason = .forwardingDisabled; return count(d) }
-                guard p.ttl > 1 else { d.reason = .ttlExceeded; return count(d) }
-                let out = interfaceIndex(network.interfaceName(oif)) ?? -1
-                var f = PacketFields(p, inInterface: iif, outInterface: out)
-                if !runChain(.forward, &f, bytes: bytes, trace: &trace, d: &d) { return count(d) }
-                decrementTTL(frame, l3Offset: Int(p.l3Offset))
+                let out = engineIndex(oif)
+                guard f.ttl > 1 else {
+                    d.reason = .ttlExceeded
+                    // ip_forward: ICMP time exceeded from the box, quoting the packet as received.
+                    let src = replySource(to: p.source)
+                    Replies.icmpError(original: ctx.ip, source: src, type: ICMPType.timeExceeded, code: 0, into: &reply)
+                    d.generatedOut = sendReply(&reply, trace: &trace)
+                    return count(d)
+                }
+                // ip_forward decrements the TTL before the FORWARD hook.
+                f.ttl -= 1
+                Rewrite.setTTL(frame, l3: l3, f.ttl)
+                f.outInterface = out
+                if !runHook(.forward, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+                if p.hasIPOptions { forwardOptions(ctx, outInterface: oif, gateway: gw ?? p.destination) }
+                if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
                 d.kind = .forwarded
                 d.outInterface = out
-                return count(d)
-            case .blackhole: d.reason = .blackhole
-            case .unreachable: d.reason = .unreachable
-            case .prohibit: d.reason = .prohibit
-            case .noRoute: d.reason = .noRoute
-            }
-            return count(d)
-        } else {
-            // Locally generated: routing decision -> OUTPUT -> POSTROUTING.
-            switch network.route(destination: p.destination, source: p.source, inputInterface: nil, mark: 0, tos: p.tos) {
-            case .local:
-                var f = PacketFields(p, inInterface: -1, outInterface: loopback)
-                if !runChain(.output, &f, bytes: bytes, trace: &trace, d: &d) { return count(d) }
-                // Looped back: arrives on lo, then INPUT.
-                f.inInterface = loopback; f.outInterface = -1
-                if !runChain(.input, &f, bytes: bytes, trace: &trace, d: &d) { return count(d) }
-                d.kind = .local
-                return count(d)
-            case .unicast(let oif, _):
-                let out = interfaceIndex(network.interfaceName(oif)) ?? -1
-                var f = PacketFields(p, inInterface: -1, outInterface: out)
-                if !runChain(.output, &f, bytes: bytes, trace: &trace, d: &d) { return count(d) }
-                d.kind = .sent
-                d.outInterface = out
+                d.mark = f.mark
                 return count(d)
             case .blackhole: d.reason = .blackhole
             case .unreachable: d.reason = .unreachable
@@ -148,6 +333,85 @@ public struct Engine: Sendable {
             }
             return count(d)
         }
+
+        // Locally generated: routing decision -> OUTPUT -> (re-route) -> POSTROUTING.
+        if trace.detailed { trace.lines.append("local out: \(describe(p))") }
+        let first = network.route(destination: p.destination, source: p.source, inputInterface: nil, mark: 0, tos: p.tos)
+        if trace.detailed { trace.lines.append("route: \(describe(first))") }
+        guard case .unicast(let oif0, _) = first else {
+            if case .local = first {
+                f.outInterface = loopback
+                if !runHook(.output, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+                if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+                // Looped back: arrives on lo, PREROUTING, then INPUT.
+                f.inInterface = loopback; f.outInterface = -1
+                if !runHook(.prerouting, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+                if !runHook(.input, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+                d.kind = .local
+                d.mark = f.mark
+                return count(d)
+            }
+            d.reason = first == .blackhole ? .blackhole : first == .unreachable ? .unreachable : first == .prohibit ? .prohibit : .noRoute
+            return count(d)
+        }
+        f.outInterface = engineIndex(oif0)
+        let markBefore = f.mark
+        if !runHook(.output, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+        if f.mark != markBefore {
+            // ip_route_me_harder: a mark set in OUTPUT can pick another route.
+            let again = network.route(destination: p.destination, source: p.source, inputInterface: nil, mark: f.mark, tos: f.tos)
+            if trace.detailed { trace.lines.append("re-route (mark \(hex(f.mark))): \(describe(again))") }
+            guard case .unicast(let oif, _) = again else { d.reason = .noRoute; return count(d) }
+            f.outInterface = engineIndex(oif)
+        }
+        if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+        d.kind = .sent
+        d.outInterface = f.outInterface
+        d.mark = f.mark
+        return count(d)
+    }
+
+    /// A hook ended in DROP, REJECT or hotdrop: for REJECT, build and send the reply.
+    mutating func finishDrop(_ d0: Decision, f: PacketFields, p: ParsedPacket, ctx: PacketContext, trace: inout HitTrace, reply: inout [UInt8]) -> Decision {
+        var d = d0
+        if d.kind == .rejected, let with = ctx.rejectWith {
+            var made = false
+            if with == .tcpReset {
+                // nf_send_reset: not for later fragments, not when the segment carries RST.
+                if !p.isLaterFragment && p.hasL4 && !p.captureTruncated { made = Replies.tcpReset(original: ctx.ip, into: &reply) }
+            } else if !p.isLaterFragment {
+                // icmp_send: the address the packet was sent to when it was for the box; otherwise
+                // the source the route back to the sender picks.
+                let src = network.isLocal(p.destination) ? p.destination : replySource(to: p.source)
+                Replies.icmpError(original: ctx.ip, source: src, type: ICMPType.destinationUnreachable, code: with.icmpCode, into: &reply)
+                made = true
+            }
+            if made { d.generatedOut = sendReply(&reply, trace: &trace) }
+        }
+        return count(d)
+    }
+
+    /// Routes a reply the box sends and runs it through OUTPUT and POSTROUTING; returns the
+    /// interface it left by, or -1 when no route or a rule dropped it.
+    mutating func sendReply(_ reply: inout [UInt8], trace: inout HitTrace) -> Int16 {
+        var rp = ParsedPacket()
+        return reply.withUnsafeMutableBytes { m -> Int16 in
+            guard PacketParser.parseIPv4(UnsafeRawBufferPointer(m), into: &rp) else { return -1 }
+            guard case .unicast(let oif, _) = network.route(destination: rp.destination, source: rp.source, inputInterface: nil) else { return -1 }
+            var f = PacketFields(rp, inInterface: -1, outInterface: engineIndex(oif))
+            var ctx = PacketContext(frame: m, l3: 0, bytes: UInt64(rp.ipTotalLength), now: 0, l4: Int(rp.l4Offset), capturedEnd: m.count)
+            var d = Decision()
+            if trace.detailed { trace.lines.append("reply: \(describe(rp))") }
+            guard runHook(.output, &f, &ctx, trace: &trace, d: &d), runHook(.postrouting, &f, &ctx, trace: &trace, d: &d) else { return -1 }
+            return f.outInterface
+        }
+    }
+
+    /// The source address the box uses for an ICMP error to `destination` (icmp_send with
+    /// saddr 0: the route back picks the egress interface, whose address is chosen).
+    func replySource(to destination: UInt32) -> UInt32 {
+        guard case .unicast(let oif, let gw) = network.route(destination: destination, inputInterface: nil) else { return 0 }
+        return network.sourceAddress(for: oif, gateway: gw ?? destination) ?? 0
     }
 
     @inline(__always)
@@ -157,108 +421,60 @@ public struct Engine: Sendable {
         return d
     }
 
-    /// ip_forward's TTL decrement with the RFC 1624 update of the header checksum.
-    @inline(__always)
-    func decrementTTL(_ frame: UnsafeMutableRawBufferPointer, l3Offset: Int) {
-        let word = frame.be16(l3Offset + 8)  // TTL (high byte) and protocol
-        let new = word &- 0x0100
-        frame.setBE16(l3Offset + 10, Checksum.update(frame.be16(l3Offset + 10), old: word, new: new))
-        frame.setBE16(l3Offset + 8, new)
+    /// ip_rcv_options: source-routed packets are dropped unless accept_source_route (off by
+    /// default in a namespace, and in this model).
+    func sourceRouteCheck(_ ctx: PacketContext) -> EngineReason? {
+        let ip = ctx.ip
+        let hl = Int(ip[0] & 0x0F) * 4
+        let o = UnsafeRawBufferPointer(rebasing: ip[20 ..< hl])
+        if IPv4Options.contains(o, type: IPv4Options.lsrr) || IPv4Options.contains(o, type: IPv4Options.ssrr) { return .prohibit }
+        return nil
     }
 
-    /// Runs the filter table's built-in chain for `hook`. Returns true when the packet goes on
-    /// (ACCEPT by rule or policy); false with `d` filled when it was dropped.
-    @inline(__always)
-    mutating func runChain(_ hook: Hook, _ f: inout PacketFields, bytes: UInt64, trace: inout HitTrace, d: inout Decision) -> Bool {
-        guard let table = filter else { return true }
-        let builtin: Int32
-        switch hook {
-        case .input: builtin = 0
-        case .forward: builtin = 1
-        case .output: builtin = 2
-        default: return true
-        }
-        var chain = builtin
-        var next: Int32 = 0
-        stack.removeAll(keepingCapacity: true)
-        while true {
-            let rules = table.chains[Int(chain)]
-            if let (i, result) = LinearClassifier.firstMatch(rules, from: Int(next), f) {
-                let r = rules[i]
-                if result == .hotdrop {
-                    d.kind = .dropped; d.reason = .hotdrop; d.decidedBy = r.id
-                    return false
-                }
-                rulePackets[Int(r.id)] &+= 1
-                ruleBytes[Int(r.id)] &+= bytes
-                trace.rule(r.id)
-                switch r.target {
-                case .none:
-                    next = Int32(i) + 1
-                case .accept:
-                    return true
-                case .drop:
-                    d.kind = .dropped; d.reason = .rule; d.decidedBy = r.id
-                    return false
-                case .return:
-                    if let top = stack.popLast() { chain = top.chain; next = top.next } else {
-                        return policy(builtin, bytes: bytes, trace: &trace, d: &d)
-                    }
-                case .jump(let c):
-                    stack.append((chain, Int32(i) + 1))
-                    chain = c; next = 0
-                case .goto(let c):
-                    chain = c; next = 0
-                }
-            } else {
-                // End of chain: built-in -> policy; user chain -> return to the caller.
-                if chain == builtin { return policy(builtin, bytes: bytes, trace: &trace, d: &d) }
-                if let top = stack.popLast() { chain = top.chain; next = top.next } else {
-                    return policy(builtin, bytes: bytes, trace: &trace, d: &d)
+    /// ip_forward_options: a Record Route option with room gets the outgoing interface's
+    /// address (the kernel's `ip_rt_get_source`), and its pointer moves on.
+    func forwardOptions(_ ctx: PacketContext, outInterface: Int, gateway: UInt32) {
+        let f = ctx.frame, l3 = ctx.l3
+        let hl = Int(f[l3] & 0x0F) * 4
+        var i = l3 + 20
+        while i < l3 + hl {
+            let t = f[i]
+            if t == 0 { break }
+            if t == 1 { i += 1; continue }
+            guard i + 1 < l3 + hl else { break }
+            let len = Int(f[i + 1])
+            guard len >= 2, i + len <= l3 + hl else { break }
+            if t == IPv4Options.recordRoute, len >= 3 {
+                let ptr = Int(f[i + 2])
+                if ptr + 3 <= len, let addr = network.sourceAddress(for: outInterface, gateway: gateway) {
+                    f.setBE32(i + ptr - 1, addr)
+                    f[i + 2] = UInt8(ptr + 4)
+                    f.setBE16(l3 + 10, 0)
+                    f.setBE16(l3 + 10, Checksum.compute(UnsafeRawBufferPointer(rebasing: f[l3 ..< l3 + hl])))
                 }
             }
+            i += len
         }
-    }
-
-    @inline(__always)
-    mutating func policy(_ chain: Int32, bytes: UInt64, trace: inout HitTrace, d: inout Decision) -> Bool {
-        policyPackets[Int(chain)] &+= 1
-        policyBytes[Int(chain)] &+= bytes
-        trace.policy(chainBase + chain)
-        if filter!.policies[Int(chain)] == .drop {
-            d.kind = .dropped; d.reason = .policy; d.decidedBy = -(chainBase + chain + 1)
-            return false
-        }
-        return true
-    }
-
-    /// `table:CHAIN:N` (1-based, as `iptables -L --line-numbers`) for a rule id, or
-    /// `table:CHAIN:policy` for a policy entry.
-    public func describe(traceEntry e: Int32) -> String {
-        guard let t = filter else { return "?" }
-        if e < 0 {
-            let c = Int(-(e + 1) - chainBase)
-            return "\(t.name.rawValue):\(t.chainNames[c]):policy"
-        }
-        for c in t.chains.indices where e >= t.firstRuleID[c] && Int(e - t.firstRuleID[c]) < t.chains[c].count {
-            return "\(t.name.rawValue):\(t.chainNames[c]):\(e - t.firstRuleID[c] + 1)"
-        }
-        return "?"
-    }
-
-    /// The rule set with the counters of this run (iptables-save -c format's input).
-    public var ruleSetWithCounters: RuleSet {
-        var out = ruleSet
-        guard let ti = out.tables.firstIndex(where: { $0.name == .filter }), let t = filter else { return out }
-        for c in out.tables[ti].chains.indices {
-            if out.tables[ti].chains[c].isBuiltin {
-                out.tables[ti].chains[c].counters = Counters(packets: policyPackets[c], bytes: policyBytes[c])
-            }
-            for r in out.tables[ti].chains[c].rules.indices {
-                let id = Int(t.firstRuleID[c]) + r
-                out.tables[ti].chains[c].rules[r].counters = Counters(packets: rulePackets[id], bytes: ruleBytes[id])
-            }
-        }
-        return out
     }
 }
+
+/// Per-packet state the traversal needs beyond the header fields.
+struct PacketContext {
+    var frame: UnsafeMutableRawBufferPointer
+    var l3: Int
+    var bytes: UInt64
+    var now: Int64
+    var l4: Int
+    var capturedEnd: Int
+    var rejectWith: RejectWith? = nil
+    var untracked = false
+
+    init(frame: UnsafeMutableRawBufferPointer, l3: Int, bytes: UInt64, now: Int64, l4: Int, capturedEnd: Int) {
+        self.frame = frame; self.l3 = l3; self.bytes = bytes; self.now = now; self.l4 = l4; self.capturedEnd = capturedEnd
+    }
+
+    /// The IPv4 packet as present in the frame.
+    var ip: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: frame[l3 ..< capturedEnd]) }
+}
+
+func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }

@@ -1,12 +1,13 @@
 import Wire
 
 /// What became of a packet.
-public enum VerdictKind: UInt8, Sendable {
+public enum VerdictKind: UInt8, Sendable, CaseIterable {
     /// Routed through FORWARD and written to an egress interface.
     case forwarded
     /// Delivered to the box (INPUT accepted).
     case local
     case dropped
+    /// Dropped by REJECT; the box answered with an ICMP error or a TCP reset.
     case rejected
     /// A locally generated packet that left by an interface.
     case sent
@@ -68,18 +69,38 @@ public struct Decision: Sendable {
     public var malformed: DropReason? = nil
     /// Egress interface index for forwarded/sent packets; -1 otherwise.
     public var outInterface: Int16 = -1
-    /// The hook/table/chain where a rule or policy decided (for `reason`), as a trace entry.
+    /// The rule or policy that decided a drop or reject, as a trace entry.
     public var decidedBy: Int32 = 0
+    /// A packet the box sent in answer (REJECT's ICMP error or TCP reset, ICMP time exceeded)
+    /// is in the caller's `generated` buffer and left by this interface; -1 when none did.
+    public var generatedOut: Int16 = -1
+    /// The packet mark at the end (MARK targets).
+    public var mark: UInt32 = 0
 
     public init() {}
 }
 
-/// Per-packet trace of rules hit, in order: entries >= 0 are global rule ids; an entry < 0 is
-/// the policy of global chain `-(entry + 1)`. Caller-owned and reused (cleared, capacity kept).
+/// Per-packet trace: rules hit, in order (entries >= 0 are global rule ids; an entry < 0 is the
+/// policy of global chain `-(entry + 1)`). Caller-owned and reused (cleared, capacity kept).
+/// With `detailed`, also a line per hook, table, rule tried and routing decision (for
+/// `sluice trace`), and LOG lines; those allocate, so the hot path leaves them off.
 public struct HitTrace: Sendable {
     public var entries: [Int32] = []
-    public init() { entries.reserveCapacity(64) }
-    @inlinable public mutating func clear() { entries.removeAll(keepingCapacity: true) }
+    public var detailed = false
+    public var lines: [String] = []
+    public var logs: [String] = []
+    public var logging = false
+
+    public init(detailed: Bool = false, logging: Bool = false) {
+        entries.reserveCapacity(64)
+        self.detailed = detailed
+        self.logging = logging
+    }
+    @inlinable public mutating func clear() {
+        entries.removeAll(keepingCapacity: true)
+        if detailed { lines.removeAll(keepingCapacity: true) }
+        if logging { logs.removeAll(keepingCapacity: true) }
+    }
     @inlinable public mutating func rule(_ id: Int32) { entries.append(id) }
     @inlinable public mutating func policy(_ chain: Int32) { entries.append(-(chain + 1)) }
 }

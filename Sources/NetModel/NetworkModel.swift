@@ -335,3 +335,39 @@ struct RoutingIndex: Sendable {
         return .none
     }
 }
+
+/// Address types as xt_addrtype sees them (RTN_*), for `-m addrtype`.
+public enum AddressKind: UInt8, Sendable {
+    case unspec = 0, unicast, local, broadcast, anycast, multicast, blackhole, unreachable, prohibit, `throw`, nat, xresolve
+}
+
+extension NetworkModel {
+    /// The kernel's `inet_dev_addr_type`: 0.0.0.0/8 and 255.255.255.255 are broadcast, 224/4
+    /// multicast; otherwise the type of the route that table local (merged with main while no
+    /// custom `ip rule` exists) gives for the address, UNICAST when none does. With `interface`
+    /// (`--limit-iface-in/out`), a route through another device counts as UNICAST.
+    public func addressKind(_ address: UInt32, interface: InterfaceID? = nil) -> AddressKind {
+        if address >> 24 == 0 || address == 0xFFFF_FFFF { return .broadcast }
+        if address >> 28 == 0xE { return .multicast }
+        func kind(_ i: Int) -> AddressKind {
+            let r = index.entries[i]
+            if let interface, let dev = r.interface, dev != interface { return .unicast }
+            switch r.type {
+            case .local: return .local
+            case .broadcast: return .broadcast
+            case .blackhole: return .blackhole
+            case .unreachable: return .unreachable
+            case .prohibit: return .prohibit
+            case .throw: return .throw
+            case .unicast: return .unicast
+            }
+        }
+        if index.localSlot >= 0, let i = index.lookup(slot: index.localSlot, address, minScope: RouteScope.universe) { return kind(i) }
+        let customRules = rules.contains { $0.priority != 0 && $0.priority != 32766 && $0.priority != 32767 }
+        if !customRules, let mainSlot = index.tableIDs.firstIndex(of: RouteTableID.main),
+           let i = index.lookup(slot: mainSlot, address, minScope: RouteScope.universe) {
+            return kind(i)
+        }
+        return .unicast
+    }
+}

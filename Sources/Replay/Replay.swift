@@ -20,13 +20,16 @@ public struct ReplayInput: Sendable {
 public struct ReplayOptions: Sendable {
     public var rulesPath: String
     public var networkPath: String?
+    /// `ipset save` file for `-m set`.
+    public var ipsetsPath: String?
     public var inputs: [ReplayInput]
     public var outDir: String
     /// Show progress on stderr (the caller passes isatty(2)).
     public var progress: Bool
 
-    public init(rulesPath: String, networkPath: String?, inputs: [ReplayInput], outDir: String, progress: Bool = false) {
-        self.rulesPath = rulesPath; self.networkPath = networkPath; self.inputs = inputs
+    public init(rulesPath: String, networkPath: String?, inputs: [ReplayInput], outDir: String, progress: Bool = false,
+                ipsetsPath: String? = nil) {
+        self.rulesPath = rulesPath; self.networkPath = networkPath; self.inputs = inputs; self.ipsetsPath = ipsetsPath
         self.outDir = outDir; self.progress = progress
     }
 }
@@ -63,7 +66,9 @@ public enum Replayer {
         for i in o.inputs {
             do { files.append(try CaptureFile.open(path: i.path)) } catch { throw ReplayError("\(error)") }
         }
-        var engine = try Engine(rules: rules, network: network, extraInterfaces: o.inputs.map(\.interface))
+        var options = EngineOptions()
+        if let ip = o.ipsetsPath { options.ipsets = try IPSetCollection.load(path: ip) }
+        var engine = try Engine(rules: rules, network: network, extraInterfaces: o.inputs.map(\.interface), options: options)
         var inIndex: [Int16?] = []
         for i in o.inputs {
             inIndex.append(i.interface == localInterface ? nil : engine.interfaceIndex(i.interface))
@@ -90,7 +95,10 @@ public enum Replayer {
         outFrame.reserveCapacity(maxFrame + 64)
 
         var parsed = ParsedPacket()
-        var trace = HitTrace()
+        var trace = HitTrace(logging: true)
+        var reply: [UInt8] = []
+        reply.reserveCapacity(1600)
+        let logFile = try TextFile(path: o.outDir + "/log.txt")
         var cursor = [Int](repeating: 0, count: files.count)
         let total = files.reduce(0) { $0 + $1.records.count }
         var progress = Progress(enabled: o.progress, total: total)
@@ -118,7 +126,8 @@ public enum Replayer {
             let frame = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< n])
             let d: Decision
             if let lt = linkType {
-                d = engine.process(frame: frame, linkType: lt, wireLength: rec.originalLength, inInterface: inIndex[pick], parsed: &parsed, trace: &trace)
+                d = engine.process(frame: frame, linkType: lt, wireLength: rec.originalLength, inInterface: inIndex[pick],
+                                   timestampNanos: rec.timestampNanos, parsed: &parsed, trace: &trace, reply: &reply)
             } else {
                 var u = Decision(); u.kind = .passed
                 d = u
@@ -145,6 +154,32 @@ public enum Replayer {
                 if d.kind != .local { summary.outPerInterface[engine.interfaceName(d.outInterface), default: 0] += 1 }
             }
 
+            if d.generatedOut >= 0 {
+                // The box's answer (REJECT, time exceeded): raw IPv4, framed like the outputs; on
+                // Ethernet, addressed back to the sender (the input frame's MACs swapped).
+                outFrame.removeAll(keepingCapacity: true)
+                if allEthernet {
+                    if linkType == .ethernet {
+                        outFrame.append(contentsOf: UnsafeRawBufferPointer(rebasing: frame[6 ..< 12]))
+                        outFrame.append(contentsOf: UnsafeRawBufferPointer(rebasing: frame[0 ..< 6]))
+                    } else {
+                        outFrame.append(contentsOf: repeatElement(0, count: 12))
+                    }
+                    outFrame.appendBE16(EtherType.ipv4)
+                }
+                outFrame.append(contentsOf: reply)
+                let name = engine.interfaceName(d.generatedOut)
+                let w: PcapWriter
+                if let existing = writers[d.generatedOut] { w = existing } else {
+                    w = try PcapWriter(path: o.outDir + "/\(name).pcap", linkTypeRaw: outLinkType, resolution: resolution)
+                    writers[d.generatedOut] = w
+                }
+                try outFrame.withUnsafeBytes { try w.append(frame: $0, timestampNanos: rec.timestampNanos) }
+                outs.append(name)
+                summary.outPerInterface[name, default: 0] += 1
+            }
+            for l in trace.logs { try logFile.write("\(index) \(l)\n") }
+
             line.removeAll(keepingCapacity: true)
             jsonLine(&line, index: index, input: o.inputs[pick].interface, d: d, parsed: parsed, trace: trace,
                      engine: engine, outs: outs, snapCut: rec.capturedLength < rec.originalLength)
@@ -164,6 +199,7 @@ public enum Replayer {
         try localWriter.close()
         for (_, w) in writers { try w.close() }
         try verdictFile.close()
+        try logFile.close()
         // Connection tracking arrives with the conntrack issue; the file exists so tools can rely on it.
         let ct = try TextFile(path: o.outDir + "/conntrack.txt"); try ct.close()
         let counted = engine.ruleSetWithCounters
@@ -183,7 +219,7 @@ public enum Replayer {
             }
         }
         summary.topRules = top.sorted { $0.1 > $1.1 }.map { (rule: $0.0, packets: $0.1) }
-        summary.outputs = (["local.pcap", "verdicts.jsonl", "conntrack.txt", "counters.rules"]
+        summary.outputs = (["local.pcap", "verdicts.jsonl", "conntrack.txt", "counters.rules", "log.txt"]
             + writers.keys.map { engine.interfaceName($0) + ".pcap" }).sorted()
         summary.seconds = monotonicSeconds() - t0
         return summary
@@ -222,6 +258,7 @@ public enum Replayer {
             s += "null"
         }
         if d.kind == .passed { s += ",\"l3\":\"\(p.kind.name)\"" }
+        if d.mark != 0 { s += ",\"mark\":\(d.mark)" }
         if p.kind == .ipv4 && !p.ipChecksumValid { s += ",\"ip_checksum\":\"bad\"" }
         if snapCut { s += ",\"capture_truncated\":true" }
         s += "}\n"

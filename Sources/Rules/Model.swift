@@ -72,14 +72,30 @@ public struct RuleMatch: Equatable, Sendable {
     public var proto: Inverted<UInt8>?
     public var inInterface: Inverted<InterfaceSpec>?
     public var outInterface: Inverted<InterfaceSpec>?
-    /// `-m tcp`/`-m udp` port matches (need `proto` tcp or udp, not inverted).
-    public var sourcePort: Inverted<PortRange>?
-    public var destinationPort: Inverted<PortRange>?
-    /// Modules loaded with `-m`, in order (for rendering: `-m tcp`, `-m comment`).
-    public var modules: [String] = []
-    public var comment: String?
+    /// `-f`: true matches second and later fragments, false (`! -f`) unfragmented packets and
+    /// first fragments.
+    public var fragment: Bool?
+    /// Match modules in the order written (`-m tcp --dport 22`, `-m comment ...`).
+    public var extensions: [MatchExtension] = []
 
     public init() {}
+
+    /// The tcp or udp port matches, wherever they were written.
+    public var ports: (source: Inverted<PortRange>?, destination: Inverted<PortRange>?) {
+        for e in extensions {
+            switch e {
+            case .tcp(let t): return (t.sourcePort, t.destinationPort)
+            case .udp(let u): return (u.sourcePort, u.destinationPort)
+            default: continue
+            }
+        }
+        return (nil, nil)
+    }
+
+    public var comment: String? {
+        for case .comment(let c) in extensions { return c }
+        return nil
+    }
 }
 
 public enum RuleTarget: Equatable, Sendable {
@@ -92,6 +108,72 @@ public enum RuleTarget: Equatable, Sendable {
     case jump(Int)
     /// `-g CHAIN`.
     case goto(Int)
+    case reject(RejectWith)
+    /// LOG, or NFLOG when `nflogGroup` is set; non-terminating.
+    case log(LogOptions)
+    /// MARK in xt_MARK's form: mark = (mark & ~mask) ^ value.
+    case mark(value: UInt32, mask: UInt32)
+    case connmark(ConnmarkOp)
+    case dnat([NATRange], NATFlags)
+    case snat([NATRange], NATFlags)
+    case masquerade(ports: NATRange?, NATFlags)
+    case netmap(IPv4Prefix)
+    case redirect(ports: NATRange?, NATFlags)
+    case ttl(TTLOp)
+    case dscp(UInt8)
+    case tcpmss(TCPMSSOp)
+    case checksumFill
+    case notrack
+    /// VNS3: copy the packet to `to` (mirror), original continues.
+    case copy(to: UInt32, from: String?, direction: CopyDirection)
+    /// VNS3: policy-route through route table `table`.
+    case lookup(table: String, through: Bool)
+    /// TPROXY: deliver to a local transparent socket (needs the box's sockets).
+    case tproxy(TProxyOptions)
+
+    /// Ends evaluation of the chain when it applies (verdicts, jumps handled separately).
+    public var isTerminal: Bool {
+        switch self {
+        case .accept, .drop, .reject, .dnat, .snat, .masquerade, .netmap, .redirect: true
+        default: false
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .none: ""
+        case .accept: "ACCEPT"
+        case .drop: "DROP"
+        case .return: "RETURN"
+        case .jump: "jump"
+        case .goto: "goto"
+        case .reject: "REJECT"
+        case .log(let o): o.nflogGroup != nil ? "NFLOG" : "LOG"
+        case .mark: "MARK"
+        case .connmark: "CONNMARK"
+        case .dnat: "DNAT"
+        case .snat: "SNAT"
+        case .masquerade: "MASQUERADE"
+        case .netmap: "NETMAP"
+        case .redirect: "REDIRECT"
+        case .ttl: "TTL"
+        case .dscp: "DSCP"
+        case .tcpmss: "TCPMSS"
+        case .checksumFill: "CHECKSUM"
+        case .notrack: "NOTRACK"
+        case .copy: "COPY"
+        case .lookup: "LOOKUP"
+        case .tproxy: "TPROXY"
+        }
+    }
+
+    /// Needs connection tracking (NAT bindings, connmark).
+    public var needsConntrack: Bool {
+        switch self {
+        case .connmark, .dnat, .snat, .masquerade, .netmap, .redirect: true
+        default: false
+        }
+    }
 }
 
 public struct Rule: Equatable, Sendable {

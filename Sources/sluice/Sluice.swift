@@ -10,13 +10,14 @@ import Engine
 import NetModel
 import Replay
 import Rules
+import Wire
 
 @main
 struct Sluice: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "A userspace packet-processing engine: iptables semantics over captures (and, later, NFQUEUE).",
-        subcommands: [ReplayCommand.self, CheckCommand.self]
+        subcommands: [ReplayCommand.self, CheckCommand.self, TraceCommand.self]
     )
 }
 
@@ -41,6 +42,9 @@ struct ReplayCommand: ParsableCommand {
 
     @Option(name: .long, help: "Network model (ip addr/route/rule, sysctl lines).")
     var network: String?
+
+    @Option(name: .long, help: "ipset save file for -m set.")
+    var ipsets: String?
 
     @Option(name: .customLong("var"), help: "Bind ${NAME} in the rule file (NAME=VALUE). Not used by this version's dialects.")
     var vars: [String] = []
@@ -70,7 +74,7 @@ struct ReplayCommand: ParsableCommand {
         let summary: ReplaySummary
         do {
             summary = try Replayer.run(ReplayOptions(rulesPath: rules, networkPath: network, inputs: ins, outDir: out,
-                                                     progress: isatty(2) != 0))
+                                                     progress: isatty(2) != 0, ipsetsPath: ipsets))
         } catch let d as Diagnostic {
             fail(d.description)
         } catch {
@@ -114,29 +118,124 @@ enum SummaryReport {
 struct CheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Parse and compile a rule file; errors as file:line:column; print a summary."
+        abstract: "Parse, resolve and compile a rule file; errors as file:line:column; print a summary.",
+        discussion: "Exits non-zero on any error in the file. Warns about chains nothing jumps to and rules that can never be reached."
     )
 
     @Argument(help: "Rule file (iptables-restore format).")
     var rules: String
+
+    @Option(name: .long, help: "ipset save file for -m set.")
+    var ipsets: String?
 
     func run() throws {
         let t0 = monotonicSeconds()
         let set: RuleSet
         do { set = try RestoreParser.load(path: rules) } catch { fail(error.description) }
         let t1 = monotonicSeconds()
-        let engine: Engine
-        do { engine = try Engine(rules: set, network: try NetworkModel.parse("", file: "<none>")) } catch { fail("\(error)") }
+        var options = EngineOptions()
+        if let ipsets {
+            do { options.ipsets = try IPSetCollection.load(path: ipsets) } catch { fail(error.description) }
+        }
+        var compileNote: String? = nil
+        var compiledRules = 0
+        do {
+            let engine = try Engine(rules: set, network: try NetworkModel.parse("", file: "<none>"), options: options)
+            compiledRules = engine.tables.reduce(0) { $0 + $1.ruleCount }
+        } catch {
+            compileNote = error.description
+        }
         let t2 = monotonicSeconds()
         print("\(rules): ok")
+        var warnings: [String] = []
         for t in set.tables {
             let user = t.chains.filter { !$0.isBuiltin }.count
             print("  table \(t.name.rawValue): \(t.chains.count) chains (\(user) user), \(t.chains.reduce(0) { $0 + $1.rules.count }) rules")
-            for c in t.chains {
-                print("    \(c.name)\(c.policy.map { " policy \($0.rawValue)" } ?? ""): \(c.rules.count) rules")
+            let reach = RuleSetBuilder.reachingHooks(t)
+            for (ci, c) in t.chains.enumerated() {
+                let from = c.isBuiltin ? "" : reach[ci].isEmpty ? ", unused" : ", reached from \(reach[ci].sorted().joined(separator: ","))"
+                print("    \(c.name)\(c.policy.map { " policy \($0.rawValue)" } ?? ""): \(c.rules.count) rules\(from)")
+                if !c.isBuiltin && reach[ci].isEmpty {
+                    warnings.append("\(rules): warning: chain '\(c.name)' (table \(t.name.rawValue)) is never jumped to")
+                }
+                if let k = c.rules.firstIndex(where: { Self.unconditionalTerminal($0) }), k + 1 < c.rules.count {
+                    let r = c.rules[k + 1]
+                    warnings.append("\(r.origin.file):\(r.origin.line):1: warning: rule \(k + 2) of \(t.name.rawValue):\(c.name) can never be reached (rule \(k + 1) matches everything and ends the chain)")
+                }
             }
         }
-        print("  parse \(fixed((t1 - t0) * 1000, 2)) ms, compile \(fixed((t2 - t1) * 1000, 2)) ms (linear classifier, \(engine.filter?.ruleCount ?? 0) rules)")
+        for w in warnings { print(w) }
+        print("  parse \(fixed((t1 - t0) * 1000, 2)) ms, compile \(fixed((t2 - t1) * 1000, 2)) ms (linear classifier, \(compiledRules) rules)")
+        if let compileNote { print("  note: parsed, but this version cannot run it yet: \(compileNote)") }
+    }
+
+    static func unconditionalTerminal(_ r: Rule) -> Bool {
+        let m = r.match
+        guard m.source == nil, m.destination == nil, m.proto == nil, m.inInterface == nil, m.outInterface == nil,
+              m.fragment == nil, m.extensions.allSatisfy({ if case .comment = $0 { true } else { false } }) else { return false }
+        switch r.target {
+        case .accept, .drop, .reject, .return, .goto: return true
+        default: return false
+        }
+    }
+}
+
+struct TraceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace",
+        abstract: "Show the path of one packet: hooks, tables, chains, each rule tried, routing, verdict.",
+        discussion: """
+        PACKET: 'tcp 198.51.100.7:40000 > 203.0.113.1:8080 in eth0 flags S', 'udp 10.0.0.1:53 > 10.0.0.2:5353 in eth1', \
+        'icmp 10.0.0.1 > 8.8.8.8 type 8 in eth1', or '... out' for a locally generated packet. \
+        Optional: flags (S A F R P U or SYN,ACK), mark N, ttl N, len N (payload bytes).
+        """
+    )
+
+    @Option(name: .long, help: "Rule file (iptables-restore format).")
+    var rules: String
+
+    @Option(name: .long, help: "Network model (ip addr/route/rule, sysctl lines).")
+    var network: String?
+
+    @Option(name: .long, help: "ipset save file for -m set.")
+    var ipsets: String?
+
+    @Argument(parsing: .remaining, help: "The packet, in words (quote it or not).")
+    var packet: [String]
+
+    func run() throws {
+        let spec: PacketSpec
+        do { spec = try PacketSpec.parse(packet.joined(separator: " ")) } catch { fail("packet: \(error)") }
+        let set: RuleSet
+        do { set = try RestoreParser.load(path: rules) } catch { fail(error.description) }
+        let model: NetworkModel
+        do throws(Diagnostic) {
+            if let network { model = try NetworkModel.load(path: network) } else { model = try NetworkModel.parse("", file: "<none>") }
+        } catch { fail(error.description) }
+        var options = EngineOptions()
+        if let ipsets { do { options.ipsets = try IPSetCollection.load(path: ipsets) } catch { fail(error.description) } }
+        var engine: Engine
+        do { engine = try Engine(rules: set, network: model, extraInterfaces: spec.interface.map { [$0] } ?? [], options: options) } catch { fail(error.description) }
+        var bytes = spec.build()
+        var parsed = ParsedPacket()
+        var trace = HitTrace(detailed: true, logging: true)
+        var reply: [UInt8] = []
+        let iif = spec.interface.map { engine.interfaceIndex($0)! }
+        let d = bytes.withUnsafeMutableBytes { m in
+            engine.process(frame: m, linkType: .ipv4, inInterface: iif, mark: spec.mark, parsed: &parsed, trace: &trace, reply: &reply)
+        }
+        for l in trace.lines { print(l) }
+        for l in trace.logs { print("log: \(l)") }
+        var verdict = "verdict: \(d.kind.name)"
+        if d.outInterface >= 0 { verdict += " out \(engine.interfaceName(d.outInterface))" }
+        if d.kind == .dropped || d.kind == .rejected {
+            verdict += " (\(d.reason == .malformed ? d.malformed!.name : d.reason.name)"
+            if d.reason == .rule || d.reason == .policy || d.reason == .hotdrop { verdict += " \(engine.describe(traceEntry: d.decidedBy))" }
+            verdict += ")"
+        }
+        if d.mark != 0 { verdict += " mark 0x\(String(d.mark, radix: 16))" }
+        if d.generatedOut >= 0 { verdict += "; reply sent out \(engine.interfaceName(d.generatedOut))" }
+        print(verdict)
     }
 }
 

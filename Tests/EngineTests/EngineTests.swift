@@ -20,16 +20,17 @@ final class EngineTests: XCTestCase {
         return try Engine(rules: set, network: try NetworkModel.parse(network ?? self.network, file: "net"), extraInterfaces: ["eth0", "eth1"])
     }
 
-    struct Outcome { var d: Decision; var rules: [String]; var frame: [UInt8] }
+    struct Outcome { var d: Decision; var rules: [String]; var frame: [UInt8]; var reply: [UInt8] }
 
     func run(_ e: inout Engine, _ packet: [UInt8], in iface: String?) -> Outcome {
         var bytes = packet
         var p = ParsedPacket()
         var trace = HitTrace()
+        var reply: [UInt8] = []
         let d = bytes.withUnsafeMutableBytes { m in
-            e.process(frame: m, linkType: .ipv4, inInterface: iface.map { e.interfaceIndex($0)! }, parsed: &p, trace: &trace)
+            e.process(frame: m, linkType: .ipv4, inInterface: iface.map { e.interfaceIndex($0)! }, parsed: &p, trace: &trace, reply: &reply)
         }
-        return Outcome(d: d, rules: trace.entries.map { e.describe(traceEntry: $0) }, frame: bytes)
+        return Outcome(d: d, rules: trace.entries.map { e.describe(traceEntry: $0) }, frame: bytes, reply: reply)
     }
 
     let lanHost = IPv4Address(192, 168, 1, 10)

@@ -27,7 +27,7 @@ final class ReplayTests: XCTestCase {
             outDir: out))
         XCTAssertEqual(summary.packets, 42)
         let golden = Self.repoRoot.appendingPathComponent("Tests/ReplayTests/Golden/edge")
-        let files = ["verdicts.jsonl", "eth0.pcap", "local.pcap", "counters.rules", "conntrack.txt"]
+        let files = ["verdicts.jsonl", "eth0.pcap", "local.pcap", "counters.rules", "conntrack.txt", "log.txt"]
         XCTAssertEqual(summary.outputs, files.sorted())
         for f in files {
             let got = try Data(contentsOf: URL(fileURLWithPath: out + "/" + f))

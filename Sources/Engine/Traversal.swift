@@ -1,0 +1,419 @@
+import Classifier
+import NetModel
+import Rules
+import Wire
+
+extension Engine {
+    /// Runs every table's built-in chain at `hook`, in priority order. Returns true when the
+    /// packet goes on; false with `d` filled (dropped, rejected, hotdrop).
+    @inline(__always)
+    mutating func runHook(_ hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace, d: inout Decision) -> Bool {
+        let list = hookChains[Int(hook.rawValue)]
+        for k in list.indices {
+            let (t, c) = list[k]
+            if trace.detailed { trace.lines.append("  \(hook.chainName) \(tables[Int(t)].name.rawValue)") }
+            if !runChain(table: Int(t), builtin: c, hook: hook, &f, &ctx, trace: &trace, d: &d) { return false }
+        }
+        return true
+    }
+
+    mutating func runChain(table ti: Int, builtin: Int32, hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext,
+                           trace: inout HitTrace, d: inout Decision) -> Bool {
+        var chain = builtin
+        var next: Int32 = 0
+        stack.removeAll(keepingCapacity: true)
+        while true {
+            let rules = tables[ti].chains[Int(chain)]
+            var hit: (Int, MatchResult)? = nil
+            var from = Int(next)
+            while let (i, result) = LinearClassifier.firstMatch(rules, from: from, f) {
+                if result == .hotdrop { hit = (i, .hotdrop); break }
+                let r = rules[i]
+                let res = r.residualCount == 0 ? MatchResult.match : residualsMatch(r, f, &ctx)
+                if trace.detailed { traceSkipped(rules, from: from, to: i, trace: &trace) }
+                if res != .noMatch { hit = (i, res); break }
+                if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)): no match") }
+                from = i + 1
+            }
+            if trace.detailed && hit == nil { traceSkipped(rules, from: from, to: rules.count, trace: &trace) }
+            guard let (i, result) = hit else {
+                // End of chain: built-in -> policy; user chain -> back to the caller.
+                if chain == builtin { return policy(ti, builtin, bytes: ctx.bytes, trace: &trace, d: &d) }
+                if let top = stack.popLast() { chain = top.chain; next = top.next; continue }
+                return policy(ti, builtin, bytes: ctx.bytes, trace: &trace, d: &d)
+            }
+            let r = rules[i]
+            if result == .hotdrop {
+                if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)): hotdrop (L4 header missing)") }
+                d.kind = .dropped; d.reason = .hotdrop; d.decidedBy = r.id
+                return false
+            }
+            rulePackets[Int(r.id)] &+= 1
+            ruleBytes[Int(r.id)] &+= ctx.bytes
+            trace.rule(r.id)
+            if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)): match -> \(targetText(r, table: ti))") }
+            switch r.target {
+            case .none:
+                next = Int32(i) + 1
+            case .accept:
+                return true
+            case .drop:
+                d.kind = .dropped; d.reason = .rule; d.decidedBy = r.id
+                return false
+            case .return:
+                if let top = stack.popLast() { chain = top.chain; next = top.next } else {
+                    return policy(ti, builtin, bytes: ctx.bytes, trace: &trace, d: &d)
+                }
+            case .jump(let c):
+                stack.append((chain, Int32(i) + 1))
+                chain = c; next = 0
+            case .goto(let c):
+                chain = c; next = 0
+            case .action(let a):
+                if !apply(actions[Int(a)], hook: hook, &f, &ctx, trace: &trace) {
+                    d.kind = .rejected; d.reason = .rule; d.decidedBy = r.id
+                    return false
+                }
+                next = Int32(i) + 1
+            }
+        }
+    }
+
+    func traceSkipped(_ rules: [CompiledRule], from: Int, to: Int, trace: inout HitTrace) {
+        guard from < to else { return }
+        for k in from ..< to { trace.lines.append("    \(describe(traceEntry: rules[k].id)): no match") }
+    }
+
+    func targetText(_ r: CompiledRule, table ti: Int) -> String {
+        switch r.target {
+        case .none: "continue (no target)"
+        case .accept: "ACCEPT"
+        case .drop: "DROP"
+        case .return: "RETURN"
+        case .jump(let c): "jump \(tables[ti].chainNames[Int(c)])"
+        case .goto(let c): "goto \(tables[ti].chainNames[Int(c)])"
+        case .action(let a):
+            switch actions[Int(a)] {
+            case .reject(let w): "REJECT \(w.rawValue)"
+            case .log: "LOG (continue)"
+            case .mark(let v, let m): "MARK --set-xmark \(hex(v))/\(hex(m)) (continue)"
+            case .ttl: "TTL (continue)"
+            case .dscp: "DSCP (continue)"
+            case .tcpmss: "TCPMSS (continue)"
+            case .checksumFill: "CHECKSUM (continue)"
+            case .notrack: "NOTRACK (continue)"
+            }
+        }
+    }
+
+    @inline(__always)
+    mutating func policy(_ ti: Int, _ chain: Int32, bytes: UInt64, trace: inout HitTrace, d: inout Decision) -> Bool {
+        let g = Int(tables[ti].firstChainID + chain)
+        policyPackets[g] &+= 1
+        policyBytes[g] &+= bytes
+        trace.policy(Int32(g))
+        let drop = tables[ti].policies[Int(chain)] == .drop
+        if trace.detailed { trace.lines.append("    \(tables[ti].name.rawValue):\(tables[ti].chainNames[Int(chain)]) policy \(drop ? "DROP" : "ACCEPT")") }
+        if drop {
+            d.kind = .dropped; d.reason = .policy; d.decidedBy = -(Int32(g) + 1)
+            return false
+        }
+        return true
+    }
+
+    /// Applies a non-jump target. Returns false for REJECT (the packet ends here).
+    mutating func apply(_ a: TargetAction, hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace) -> Bool {
+        switch a {
+        case .reject(let w):
+            ctx.rejectWith = w
+            return false
+        case .log(let o):
+            if trace.logging { trace.logs.append(logLine(o, f, ctx)) }
+        case .mark(let v, let m):
+            f.mark = (f.mark & ~m) ^ v
+        case .ttl(let op):
+            var t = Int(f.ttl)
+            switch op {
+            case .set(let n): t = Int(n)
+            case .dec(let n): t = max(0, t - Int(n))
+            case .inc(let n): t = min(255, t + Int(n))
+            }
+            f.ttl = UInt8(t)
+            Rewrite.setTTL(ctx.frame, l3: ctx.l3, f.ttl)
+        case .dscp(let v):
+            f.tos = (f.tos & 0x03) | (v << 2)
+            Rewrite.setTOS(ctx.frame, l3: ctx.l3, f.tos)
+        case .tcpmss(let op):
+            // Only SYNs carry MSS; the option is rewritten when it is above the new value.
+            if f.proto == IPProtocol.tcp, f.hasL4, f.tcpFlags & 0x02 != 0 {
+                let mss: UInt16
+                switch op {
+                case .set(let n): mss = n
+                case .clampToPMTU: mss = 1500 - 40  // the model's links have the Ethernet MTU
+                }
+                _ = Rewrite.clampMSS(ctx.frame, l4: ctx.l4, capturedEnd: ctx.capturedEnd, mss: mss)
+            }
+        case .checksumFill:
+            break
+        case .notrack:
+            ctx.untracked = true
+        }
+        return true
+    }
+
+    /// The residual matches of `r`, in order; all must match.
+    mutating func residualsMatch(_ r: CompiledRule, _ f: PacketFields, _ ctx: inout PacketContext) -> MatchResult {
+        var k = Int(r.residualStart)
+        let end = k + Int(r.residualCount)
+        while k < end {
+            let res = residual(residuals[k], f, &ctx)
+            if res != .match { return res }
+            k += 1
+        }
+        return .match
+    }
+
+    mutating func residual(_ m: ResidualMatch, _ f: PacketFields, _ ctx: inout PacketContext) -> MatchResult {
+        @inline(__always) func b(_ x: Bool) -> MatchResult { x ? .match : .noMatch }
+        switch m {
+        case .needsL4:
+            if f.laterFragment { return .noMatch }
+            if !f.hasL4 { return f.l4Truncated ? .hotdrop : .noMatch }
+            return .match
+        case .tcpFlags(let mask, let comp, let inv):
+            if f.laterFragment || !f.hasL4 { return f.l4Truncated && !f.laterFragment ? .hotdrop : .noMatch }
+            return b(((f.tcpFlags & mask) == comp) != inv)
+        case .tcpOption(let kind, let inv):
+            if f.laterFragment || !f.hasL4 { return f.l4Truncated && !f.laterFragment ? .hotdrop : .noMatch }
+            return b(tcpHasOption(ctx, kind) != inv)
+        case .icmpType(let spec, let inv):
+            return b(spec.matches(type: f.icmpType, code: f.icmpCode) != inv)
+        case .multiport(let start, let count, let dir, let inv):
+            var hit = false
+            for k in Int(start) ..< Int(start) + Int(count) {
+                let r = multiportRanges[k]
+                switch dir {
+                case .source: hit = r.contains(f.sourcePort)
+                case .destination: hit = r.contains(f.destinationPort)
+                case .either: hit = r.contains(f.sourcePort) || r.contains(f.destinationPort)
+                }
+                if hit { break }
+            }
+            return b(hit != inv)
+        case .sourceRange(let lo, let hi, let inv): return b((f.source >= lo && f.source <= hi) != inv)
+        case .destinationRange(let lo, let hi, let inv): return b((f.destination >= lo && f.destination <= hi) != inv)
+        case .addrtype(let x):
+            if x.sourceTypes != 0 {
+                let dev = x.limitIfaceIn ? modelID(f.inInterface) : x.limitIfaceOut ? modelID(f.outInterface) : nil
+                let kind = network.addressKind(f.source, interface: dev)
+                if ((x.sourceTypes >> UInt16(kind.rawValue)) & 1 == 1) == x.sourceInvert { return .noMatch }
+            }
+            if x.destinationTypes != 0 {
+                let dev = x.limitIfaceIn ? modelID(f.inInterface) : x.limitIfaceOut ? modelID(f.outInterface) : nil
+                let kind = network.addressKind(f.destination, interface: dev)
+                if ((x.destinationTypes >> UInt16(kind.rawValue)) & 1 == 1) == x.destinationInvert { return .noMatch }
+            }
+            return .match
+        case .mark(let mm, let inv): return b(mm.matches(f.mark) != inv)
+        case .length(let lo, let hi, let inv): return b((f.length >= lo && f.length <= hi) != inv)
+        case .ttl(let cmp, let v, let inv):
+            switch cmp {
+            case .eq: return b((f.ttl == v) != inv)
+            case .gt: return b(f.ttl > v)
+            case .lt: return b(f.ttl < v)
+            }
+        case .random(let threshold, let inv):
+            // xt_statistic: (prandom_u32() & 0x7FFFFFFF) < probability.
+            let r = UInt32(truncatingIfNeeded: state.random.next()) & 0x7FFF_FFFF
+            return b((r < threshold) != inv)
+        case .nth(let slot, let every, let inv):
+            // xt_statistic nth: the counter runs 0...every-1 and matches when it wraps to 0.
+            let s = Int(slot)
+            let old = state.nthCounters[s]
+            let new = old >= every - 1 ? 0 : old + 1
+            state.nthCounters[s] = new
+            return b((new == 0) != inv)
+        case .limit(let slot, let perNanos, let burst):
+            let s = Int(slot)
+            if state.limitLast[s] != Int64.min {
+                let elapsed = Double(max(0, ctx.now - state.limitLast[s]))
+                state.limitCredit[s] = min(burst, state.limitCredit[s] + elapsed * perNanos)
+            }
+            state.limitLast[s] = ctx.now
+            if state.limitCredit[s] >= 1 { state.limitCredit[s] -= 1; return .match }
+            return .noMatch
+        case .recent(let list, let x):
+            return b(recent(Int(list), x, f, now: ctx.now))
+        case .mac(let mac, let inv):
+            guard f.hasMAC, f.inInterface >= 0 else { return .noMatch }
+            return b((f.sourceMAC == mac) != inv)
+        case .pkttype(let t, let inv): return b((f.packetType == t) != inv)
+        case .set(let idx, let src, let inv):
+            return b(sets[Int(idx)].contains(src ? f.source : f.destination) != inv)
+        case .constant(let v): return b(v)
+        }
+    }
+
+    /// xt_recent's recent_mt.
+    mutating func recent(_ l: Int, _ x: RecentMatch, _ f: PacketFields, now: Int64) -> Bool {
+        let key = (x.useDestination ? f.destination : f.source) & x.mask
+        var matched = x.invert
+        let found = state.recent[l].find(key, ttl: x.rttl ? f.ttl : nil)
+        if x.command == .set {
+            if let e = found { state.recent[l].touch(e, now: now) } else { state.recent[l].add(key, ttl: f.ttl, now: now) }
+            return !matched
+        }
+        guard let e = found else { return matched }
+        if x.command == .remove {
+            state.recent[l].remove(e)
+            return !matched
+        }
+        if x.seconds != nil || x.hitcount != nil {
+            let since = now - Int64(x.seconds ?? 0) * 1_000_000_000
+            var hits: UInt32 = 0
+            let n = Int(state.recent[l].counts[e])
+            for k in 0 ..< n {
+                let t = state.recent[l].times[e * RecentList.stamps + k]
+                if x.seconds != nil && t < since { continue }
+                hits += 1
+                if x.hitcount == nil || hits >= x.hitcount! { matched = !matched; break }
+            }
+        } else {
+            matched = !matched
+        }
+        if x.command == .update { state.recent[l].touch(e, now: now) }
+        return matched
+    }
+
+    func tcpHasOption(_ ctx: PacketContext, _ kind: UInt8) -> Bool {
+        let f = ctx.frame, l4 = ctx.l4
+        guard l4 + 20 <= ctx.capturedEnd else { return false }
+        let end = min(ctx.capturedEnd, l4 + Int(f[l4 + 12] >> 4) * 4)
+        var i = l4 + 20
+        while i < end {
+            let k = f[i]
+            if k == kind { return true }
+            if k == 0 { return false }
+            if k == 1 { i += 1; continue }
+            guard i + 1 < end, f[i + 1] >= 2 else { return false }
+            i += Int(f[i + 1])
+        }
+        return false
+    }
+
+    /// A kernel-style LOG line (nf_log_ip_packet): prefix, IN=, OUT=, MAC=, SRC=, DST=, LEN=,
+    /// TOS=, PREC=, TTL=, ID=, flags, PROTO= and the L4 fields.
+    func logLine(_ o: LogOptions, _ f: PacketFields, _ ctx: PacketContext) -> String {
+        let ip = ctx.ip
+        var s = o.prefix ?? ""
+        s += "IN=\(f.inInterface >= 0 ? interfaceName(f.inInterface) : "") OUT=\(f.outInterface >= 0 ? interfaceName(f.outInterface) : "") "
+        if f.hasMAC && f.inInterface >= 0 && ctx.l3 >= 14 {
+            s += "MAC=" + (0 ..< 14).map { k in let h = String(ctx.frame[k], radix: 16); return h.count == 1 ? "0" + h : h }.joined(separator: ":") + " "
+        }
+        s += "SRC=\(IPv4Address(f.source)) DST=\(IPv4Address(f.destination)) LEN=\(f.length) "
+        s += "TOS=0x\(String(f.tos & 0x1E, radix: 16, uppercase: true).leftPad(2)) PREC=0x\(String(f.tos & 0xE0, radix: 16, uppercase: true).leftPad(2)) "
+        s += "TTL=\(f.ttl) ID=\(ip.be16(4)) "
+        let frag = ip.be16(6)
+        if frag & 0x8000 != 0 { s += "CE " }
+        if frag & 0x4000 != 0 { s += "DF " }
+        if frag & 0x2000 != 0 { s += "MF " }
+        if frag & 0x1FFF != 0 { s += "FRAG:\(frag & 0x1FFF) " }
+        switch f.proto {
+        case IPProtocol.tcp:
+            s += "PROTO=TCP "
+            if f.hasL4 {
+                s += "SPT=\(f.sourcePort) DPT=\(f.destinationPort) "
+                let l4 = ctx.l4 - ctx.l3
+                if ip.count >= l4 + 20 {
+                    if o.tcpSequence { s += "SEQ=\(ip.be32(l4 + 4)) ACK=\(ip.be32(l4 + 8)) " }
+                    s += "WINDOW=\(ip.be16(l4 + 14)) RES=0x\(String((ip[l4 + 12] & 0x0F) << 2 | ip[l4 + 13] >> 6, radix: 16).leftPad(2)) "
+                    let fl = ip[l4 + 13]
+                    for (bit, name) in [(0x80, "CWR"), (0x40, "ECE"), (0x20, "URG"), (0x10, "ACK"), (0x08, "PSH"), (0x04, "RST"), (0x02, "SYN"), (0x01, "FIN")] where Int(fl) & bit != 0 {
+                        s += name + " "
+                    }
+                    s += "URGP=\(ip.be16(l4 + 18)) "
+                }
+            }
+        case IPProtocol.udp:
+            s += "PROTO=UDP "
+            if f.hasL4 { s += "SPT=\(f.sourcePort) DPT=\(f.destinationPort) LEN=\(Int(f.length) - (ctx.l4 - ctx.l3)) " }
+        case IPProtocol.icmp:
+            s += "PROTO=ICMP "
+            if f.hasL4 {
+                s += "TYPE=\(f.icmpType) CODE=\(f.icmpCode) "
+                if f.icmpType == 0 || f.icmpType == 8 { s += "ID=\(f.sourcePort) SEQ=\(f.destinationPort) " }
+            }
+        default:
+            s += "PROTO=\(f.proto) "
+        }
+        if f.mark != 0 { s += "MARK=0x\(String(f.mark, radix: 16)) " }
+        return s
+    }
+
+    // MARK: - Descriptions
+
+    /// `table:CHAIN:N` (1-based, as `iptables -L --line-numbers`) for a rule id, or
+    /// `table:CHAIN:policy` for a policy entry.
+    public func describe(traceEntry e: Int32) -> String {
+        if e < 0 {
+            let g = -(e + 1)
+            for t in tables where g >= t.firstChainID && g < t.firstChainID + Int32(t.chainNames.count) {
+                return "\(t.name.rawValue):\(t.chainNames[Int(g - t.firstChainID)]):policy"
+            }
+            return "?"
+        }
+        for t in tables {
+            for c in t.chains.indices where e >= t.firstRuleID[c] && Int(e - t.firstRuleID[c]) < t.chains[c].count {
+                return "\(t.name.rawValue):\(t.chainNames[c]):\(e - t.firstRuleID[c] + 1)"
+            }
+        }
+        return "?"
+    }
+
+    public func describe(_ p: ParsedPacket) -> String {
+        var s: String
+        switch p.proto {
+        case IPProtocol.tcp: s = "tcp \(IPv4Address(p.source)):\(p.sourcePort) > \(IPv4Address(p.destination)):\(p.destinationPort) flags \(p.tcpFlags)"
+        case IPProtocol.udp: s = "udp \(IPv4Address(p.source)):\(p.sourcePort) > \(IPv4Address(p.destination)):\(p.destinationPort)"
+        case IPProtocol.icmp: s = "icmp \(IPv4Address(p.source)) > \(IPv4Address(p.destination)) type \(p.icmpType) code \(p.icmpCode)"
+        default: s = "proto \(p.proto) \(IPv4Address(p.source)) > \(IPv4Address(p.destination))"
+        }
+        s += " len \(p.ipTotalLength) ttl \(p.ttl)"
+        if p.isFragment { s += " frag \(p.fragmentOffset)\(p.moreFragments ? "+" : "")" }
+        return s
+    }
+
+    func describe(_ r: RouteDecision) -> String {
+        switch r {
+        case .local(let i): "local" + (i.map { " (\(network.interfaceName($0)))" } ?? "")
+        case .unicast(let i, let gw): "forward via \(network.interfaceName(i))" + (gw.map { " gateway \(IPv4Address($0))" } ?? "")
+        case .blackhole: "blackhole"
+        case .unreachable: "unreachable"
+        case .prohibit: "prohibit"
+        case .noRoute: "no route"
+        }
+    }
+
+    /// The rule set with the counters of this run (built-in chain counters = policy hits).
+    public var ruleSetWithCounters: RuleSet {
+        var out = ruleSet
+        for (ti, t) in tables.enumerated() {
+            guard let si = out.tables.firstIndex(where: { $0.name == t.name }) else { continue }
+            for c in out.tables[si].chains.indices {
+                let g = Int(tables[ti].firstChainID) + c
+                if out.tables[si].chains[c].isBuiltin {
+                    out.tables[si].chains[c].counters = Counters(packets: policyPackets[g], bytes: policyBytes[g])
+                }
+                for r in out.tables[si].chains[c].rules.indices {
+                    let id = Int(t.firstRuleID[c]) + r
+                    out.tables[si].chains[c].rules[r].counters = Counters(packets: rulePackets[id], bytes: ruleBytes[id])
+                }
+            }
+        }
+        return out
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
+}
