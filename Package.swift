@@ -66,5 +66,6 @@ let package = Package(
             dependencies: ["Replay", "Engine", "Capture", "Wire"],
             exclude: ["Golden"]
         ),
+        .testTarget(name: "KernelDiffTests", dependencies: ["Replay", "Rules", "Engine", "Capture", "Wire"]),
     ]
 )
