@@ -17,25 +17,9 @@ final class KernelDiffTests: XCTestCase {
     /// Remove an entry when the engine is fixed; the test fails while a listed case agrees.
     static let knownDifferences: [IptablesBackend: [String: String]] = {
         // Both backends: the routing/IP layer in front of the filter table.
-        let both = [
-            "multicast-all-hosts":
-                "UDP to 224.0.0.1 arriving on eth1: the kernel delivers it locally (INPUT; the interface is a member of "
-                + "all-hosts) and never unicast-forwards a multicast destination; Sluice routes it like unicast via the "
-                + "default route and forwards it out eth0 (FORWARD rules and policy counted, INPUT not).",
-            "martian-loopback-destination":
-                "UDP to 127.0.0.1 arriving on eth0: the kernel drops it in ip_route_input_slow as a martian destination "
-                + "(route_localnet=0), before INPUT; Sluice delivers it locally through INPUT (its martian check covers "
-                + "0.0.0.0/8 destinations and loopback/multicast/local sources only).",
-            "ip-option-record-route":
-                "UDP with a Record Route option (one empty slot, pointer 4), forwarded eth0 -> eth1: the kernel's "
-                + "ip_forward_options writes the outgoing interface's address (192.168.1.1) into the slot, moves the "
-                + "pointer to 8 and fixes the header checksum; Sluice forwards the option unchanged. Counters agree; the "
-                + "forwarded bytes differ.",
-            "ip-option-lsrr":
-                "UDP with a Loose Source Route option to 192.168.1.50: the kernel (ip_rcv_options, "
-                + "net.ipv4.conf.all.accept_source_route=0, the default in a new namespace) drops it after routing, before "
-                + "FORWARD and INPUT; Sluice forwards it (FORWARD rule and policy counted, packet out eth1).",
-        ]
+        // (multicast to 224.0.0.1, 127/8 destinations from outside, Record Route and source-route
+        // options used to differ here and are fixed.)
+        let both: [String: String] = [:]
         // iptables-nft only: Debian 12's default `iptables-restore` turns `-p tcp|udp --dport/--sport P`,
         // `! --dport P` and ranges a:b, :b, a: into native nft payload loads at the transport
         // header (full ranges 0:65535 keep the xtables `udp`/`tcp` match). Those loads do not

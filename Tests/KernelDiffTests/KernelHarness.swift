@@ -349,7 +349,11 @@ final class KernelHarness {
             let f = try CaptureFile.open(path: path)
             var pkts: [[UInt8]] = []
             for i in f.records.indices {
-                f.withFrame(i) { b in if let ip = Self.ipv4(ofEthernet: Array(b)) { pkts.append(ip) } }
+                // Left out like the kernel's own packets: what the box itself sends (REJECT replies,
+                // ICMP time exceeded), sourced from its addresses.
+                f.withFrame(i) { b in
+                    if let ip = Self.ipv4(ofEthernet: Array(b)), !routerAddresses.contains(ip.withUnsafeBytes { $0.be32(12) }) { pkts.append(ip) }
+                }
             }
             sluice.forwarded[iface] = pkts.sorted { $0.lexicographicallyPrecedes($1) }
         }
