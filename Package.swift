@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "NetModelTests", dependencies: ["NetModel", "Wire", "Diagnostics"]),
         .testTarget(name: "RulesTests", dependencies: ["Rules", "Wire", "Diagnostics"]),
         .testTarget(name: "ClassifierTests", dependencies: ["Classifier", "Rules", "Wire"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Rules", "NetModel", "Wire"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Rules", "NetModel", "Wire", "Classifier", "Diagnostics"]),
         .testTarget(name: "NFQueueLibraryTests", dependencies: ["CNetfilterQueue"]),
         .testTarget(
             name: "ReplayTests",

@@ -254,21 +254,26 @@ extension Engine {
         }
     }
 
-    /// xt_recent's recent_mt.
+    /// xt_recent's recent_mt: --set creates or stamps the entry and matches; --remove drops it
+    /// and matches; --rcheck/--update match when the entry has `hitcount` stamps within
+    /// `seconds` (any stamp when neither is given), and --update stamps it again only when the
+    /// result is true (`XT_RECENT_UPDATE && ret`). `!` flips the result before that test.
     mutating func recent(_ l: Int, _ x: RecentMatch, _ f: PacketFields, now: Int64) -> Bool {
         let key = (x.useDestination ? f.destination : f.source) & x.mask
-        var matched = x.invert
-        let found = state.recent[l].find(key, ttl: x.rttl ? f.ttl : nil)
-        if x.command == .set {
-            if let e = found { state.recent[l].touch(e, now: now) } else { state.recent[l].add(key, ttl: f.ttl, now: now) }
-            return !matched
+        var ret = x.invert
+        guard let e = state.recent[l].find(key, ttl: x.rttl ? f.ttl : nil) else {
+            guard x.command == .set else { return ret }
+            state.recent[l].add(key, ttl: f.ttl, now: now)
+            return !ret
         }
-        guard let e = found else { return matched }
-        if x.command == .remove {
+        switch x.command {
+        case .set:
+            state.recent[l].touch(e, now: now)
+            return !ret
+        case .remove:
             state.recent[l].remove(e)
-            return !matched
-        }
-        if x.seconds != nil || x.hitcount != nil {
+            return !ret
+        case .rcheck, .update:
             let since = now - Int64(x.seconds ?? 0) * 1_000_000_000
             var hits: UInt32 = 0
             let n = Int(state.recent[l].counts[e])
@@ -276,13 +281,11 @@ extension Engine {
                 let t = state.recent[l].times[e * RecentList.stamps + k]
                 if x.seconds != nil && t < since { continue }
                 hits += 1
-                if x.hitcount == nil || hits >= x.hitcount! { matched = !matched; break }
+                if x.hitcount == nil || x.hitcount == 0 || hits >= x.hitcount! { ret = !ret; break }
             }
-        } else {
-            matched = !matched
+            if x.command == .update && ret { state.recent[l].touch(e, now: now) }
+            return ret
         }
-        if x.command == .update { state.recent[l].touch(e, now: now) }
-        return matched
     }
 
     func tcpHasOption(_ ctx: PacketContext, _ kind: UInt8) -> Bool {
