@@ -32,7 +32,7 @@ extension Engine {
                 let res = r.residualCount == 0 ? MatchResult.match : residualsMatch(r, f, &ctx)
                 if trace.detailed { traceSkipped(rules, from: from, to: i, trace: &trace) }
                 if res != .noMatch { hit = (i, res); break }
-                if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)): no match") }
+                if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)) [\(ruleText(r.id))]: no match") }
                 from = i + 1
             }
             if trace.detailed && hit == nil { traceSkipped(rules, from: from, to: rules.count, trace: &trace) }
@@ -44,14 +44,14 @@ extension Engine {
             }
             let r = rules[i]
             if result == .hotdrop {
-                if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)): hotdrop (L4 header missing)") }
+                if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)) [\(ruleText(r.id))]: hotdrop (L4 header missing)") }
                 d.kind = .dropped; d.reason = .hotdrop; d.decidedBy = r.id
                 return false
             }
             rulePackets[Int(r.id)] &+= 1
             ruleBytes[Int(r.id)] &+= ctx.bytes
             trace.rule(r.id)
-            if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)): match -> \(targetText(r, table: ti))") }
+            if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)) [\(ruleText(r.id))]: match -> \(targetText(r, table: ti))") }
             switch r.target {
             case .none:
                 next = Int32(i) + 1
@@ -81,7 +81,7 @@ extension Engine {
 
     func traceSkipped(_ rules: [CompiledRule], from: Int, to: Int, trace: inout HitTrace) {
         guard from < to else { return }
-        for k in from ..< to { trace.lines.append("    \(describe(traceEntry: rules[k].id)): no match") }
+        for k in from ..< to { trace.lines.append("    \(describe(traceEntry: rules[k].id)) [\(ruleText(rules[k].id))]: no match") }
     }
 
     func targetText(_ r: CompiledRule, table ti: Int) -> String {
@@ -373,6 +373,18 @@ extension Engine {
         return "?"
     }
 
+    /// The rule's options as iptables-save prints them (for traces).
+    public func ruleText(_ id: Int32) -> String {
+        for t in tables {
+            for c in t.chains.indices where id >= t.firstRuleID[c] && Int(id - t.firstRuleID[c]) < t.chains[c].count {
+                guard let table = ruleSet.table(t.name) else { return "?" }
+                let text = RuleSetRenderer.render(rule: table.chains[c].rules[Int(id - t.firstRuleID[c])], table: table)
+                return text.isEmpty ? "(matches all)" : String(text.dropFirst())
+            }
+        }
+        return "?"
+    }
+
     public func describe(_ p: ParsedPacket) -> String {
         var s: String
         switch p.proto {
@@ -389,7 +401,7 @@ extension Engine {
     func describe(_ r: RouteDecision) -> String {
         switch r {
         case .local(let i): "local" + (i.map { " (\(network.interfaceName($0)))" } ?? "")
-        case .unicast(let i, let gw): "forward via \(network.interfaceName(i))" + (gw.map { " gateway \(IPv4Address($0))" } ?? "")
+        case .unicast(let i, let gw): "out \(network.interfaceName(i))" + (gw.map { " via \(IPv4Address($0))" } ?? " (directly connected)")
         case .blackhole: "blackhole"
         case .unreachable: "unreachable"
         case .prohibit: "prohibit"

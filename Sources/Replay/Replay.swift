@@ -22,6 +22,8 @@ public struct ReplayOptions: Sendable {
     public var networkPath: String?
     /// `ipset save` file for `-m set`.
     public var ipsetsPath: String?
+    /// Input packets (0-based merged index) whose full path is traced into `trace.txt`.
+    public var traceIndices: Set<Int> = []
     public var inputs: [ReplayInput]
     public var outDir: String
     /// Show progress on stderr (the caller passes isatty(2)).
@@ -99,6 +101,7 @@ public enum Replayer {
         var reply: [UInt8] = []
         reply.reserveCapacity(1600)
         let logFile = try TextFile(path: o.outDir + "/log.txt")
+        let traceFile = o.traceIndices.isEmpty ? nil : try TextFile(path: o.outDir + "/trace.txt")
         var cursor = [Int](repeating: 0, count: files.count)
         let total = files.reduce(0) { $0 + $1.records.count }
         var progress = Progress(enabled: o.progress, total: total)
@@ -125,6 +128,7 @@ public enum Replayer {
             }
             let frame = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< n])
             let d: Decision
+            trace.detailed = o.traceIndices.contains(index)
             if let lt = linkType {
                 d = engine.process(frame: frame, linkType: lt, wireLength: rec.originalLength, inInterface: inIndex[pick],
                                    timestampNanos: rec.timestampNanos, parsed: &parsed, trace: &trace, reply: &reply)
@@ -179,6 +183,9 @@ public enum Replayer {
                 summary.outPerInterface[name, default: 0] += 1
             }
             for l in trace.logs { try logFile.write("\(index) \(l)\n") }
+            if trace.detailed, let traceFile {
+                try traceFile.write("packet \(index):\n" + trace.lines.map { $0 + "\n" }.joined() + "verdict: \(d.kind.name)\n\n")
+            }
 
             line.removeAll(keepingCapacity: true)
             jsonLine(&line, index: index, input: o.inputs[pick].interface, d: d, parsed: parsed, trace: trace,
@@ -200,6 +207,7 @@ public enum Replayer {
         for (_, w) in writers { try w.close() }
         try verdictFile.close()
         try logFile.close()
+        try traceFile?.close()
         // Connection tracking arrives with the conntrack issue; the file exists so tools can rely on it.
         let ct = try TextFile(path: o.outDir + "/conntrack.txt"); try ct.close()
         let counted = engine.ruleSetWithCounters

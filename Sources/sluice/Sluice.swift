@@ -58,6 +58,9 @@ struct ReplayCommand: ParsableCommand {
     @Flag(name: .long, help: "Do not print the summary.")
     var quiet = false
 
+    @Option(name: .long, help: "Trace packet N (0-based, merged input order) hook by hook into DIR/trace.txt. Repeatable.")
+    var trace: [Int] = []
+
     func run() throws {
         guard vars.isEmpty else { fail("--var: no rule dialect with ${variables} is implemented yet (iptables-restore only)") }
         var ins: [ReplayInput] = []
@@ -73,8 +76,10 @@ struct ReplayCommand: ParsableCommand {
         }
         let summary: ReplaySummary
         do {
-            summary = try Replayer.run(ReplayOptions(rulesPath: rules, networkPath: network, inputs: ins, outDir: out,
-                                                     progress: isatty(2) != 0, ipsetsPath: ipsets))
+            var options = ReplayOptions(rulesPath: rules, networkPath: network, inputs: ins, outDir: out,
+                                        progress: isatty(2) != 0, ipsetsPath: ipsets)
+            options.traceIndices = Set(trace)
+            summary = try Replayer.run(options)
         } catch let d as Diagnostic {
             fail(d.description)
         } catch {
