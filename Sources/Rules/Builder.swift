@@ -23,6 +23,8 @@ public struct RuleSetBuilder {
         var line: Int
     }
     var tables: [(name: TableName, chains: [PendingChain])] = []
+    /// Chain name -> index, per table (parallel to `tables`): rule sets have thousands of chains.
+    var names: [[String: Int]] = []
 
     public init(file: String, vns3: Bool = false) { self.file = file; self.vns3 = vns3 }
 
@@ -32,7 +34,12 @@ public struct RuleSetBuilder {
     mutating func tableIndex(_ t: TableName) -> Int {
         if let i = tables.firstIndex(where: { $0.name == t }) { return i }
         tables.append((t, t.builtinChains.map { PendingChain(name: $0, policy: .accept, counters: Counters(), rules: [], line: 0) }))
+        names.append(Dictionary(uniqueKeysWithValues: t.builtinChains.enumerated().map { ($1, $0) }))
         return tables.count - 1
+    }
+
+    mutating func reindex(_ ti: Int) {
+        names[ti] = Dictionary(uniqueKeysWithValues: tables[ti].chains.enumerated().map { ($1.name, $0) })
     }
 
     /// Empties a table to its built-in chains with ACCEPT policies (iptables-restore without
@@ -40,14 +47,16 @@ public struct RuleSetBuilder {
     public mutating func resetTable(_ t: TableName) {
         let i = tableIndex(t)
         tables[i].chains = t.builtinChains.map { PendingChain(name: $0, policy: .accept, counters: Counters(), rules: [], line: 0) }
+        reindex(i)
     }
 
     public func chainExists(_ t: TableName, _ name: String) -> Bool {
-        tables.first { $0.name == t }?.chains.contains { $0.name == name } ?? t.builtinChains.contains(name)
+        guard let ti = tables.firstIndex(where: { $0.name == t }) else { return t.builtinChains.contains(name) }
+        return names[ti][name] != nil
     }
 
     func chainIndex(_ ti: Int, _ tok: Token, line: Int) throws(Diagnostic) -> Int {
-        guard let c = tables[ti].chains.firstIndex(where: { $0.name == tok.text }) else {
+        guard let c = names[ti][tok.text] else {
             throw error(line, tok.column, "chain '\(tok.text)' does not exist in table '\(tables[ti].name.rawValue)'")
         }
         return c
@@ -65,15 +74,16 @@ public struct RuleSetBuilder {
         let ti = tableIndex(t)
         if t.builtinChains.contains(name.text) {
             guard let policy else { throw error(line, name.column, "built-in chain '\(name.text)' needs a policy") }
-            let c = tables[ti].chains.firstIndex { $0.name == name.text }!
+            let c = names[ti][name.text]!
             tables[ti].chains[c].policy = policy
             tables[ti].chains[c].counters = counters
             return
         }
         if let msg = Self.validateChainName(name.text) { throw error(line, name.column, msg) }
         if policy != nil { throw error(line, name.column, "user chain '\(name.text)' cannot have a policy") }
-        if tables[ti].chains.contains(where: { $0.name == name.text }) { throw error(line, name.column, "chain '\(name.text)' already exists") }
+        if names[ti][name.text] != nil { throw error(line, name.column, "chain '\(name.text)' already exists") }
         tables[ti].chains.append(PendingChain(name: name.text, policy: nil, counters: counters, rules: [], line: line))
+        names[ti][name.text] = tables[ti].chains.count - 1
     }
 
     public mutating func setPolicy(_ t: TableName, chain: Token, policy: Token, line: Int) throws(Diagnostic) {
@@ -162,12 +172,14 @@ public struct RuleSetBuilder {
             guard tables[ti].chains[c].rules.isEmpty else { throw error(line, chain.column, "chain '\(chain.text)' is not empty") }
             guard !referenced(chain.text) else { throw error(line, chain.column, "chain '\(chain.text)' is still referenced") }
             tables[ti].chains.remove(at: c)
+            reindex(ti)
         } else {
             for ch in tables[ti].chains where ch.policy == nil {
                 let stillUsed = tables[ti].chains.contains { $0.policy != nil && $0.rules.contains { if case .chain(let n, _) = $0.ref { n == ch.name } else { false } } }
                 if stillUsed { throw error(line, 1, "chain '\(ch.name)' is still referenced from a built-in chain") }
             }
             tables[ti].chains.removeAll { $0.policy == nil }
+            reindex(ti)
         }
     }
 
@@ -175,13 +187,14 @@ public struct RuleSetBuilder {
     /// rule set (tables in kernel order).
     public func build() throws(Diagnostic) -> RuleSet {
         var out: [Table] = []
-        for (name, chains) in tables.sorted(by: { $0.name < $1.name }) {
+        for (ti, (name, chains)) in tables.enumerated().sorted(by: { $0.element.name < $1.element.name }) {
             var table = Table(name: name)
             table.chains = chains.map { Chain(name: $0.name, policy: $0.policy, counters: $0.counters, rules: $0.rules.map(\.rule)) }
+            let index = names[ti]
             for (c, ch) in chains.enumerated() {
                 for (r, pr) in ch.rules.enumerated() {
                     guard case .chain(let target, let isGoto) = pr.ref else { continue }
-                    guard let idx = table.chainIndex(target) else {
+                    guard let idx = index[target] else {
                         throw error(pr.rule.origin.line, pr.targetColumn, "chain '\(target)' does not exist (jump target)")
                     }
                     guard chains[idx].policy == nil else {
