@@ -28,6 +28,8 @@ public struct ReplayOptions: Sendable {
     public var outDir: String
     /// Show progress on stderr (the caller passes isatty(2)).
     public var progress: Bool
+    /// A rule set already loaded (any dialect); when nil, `rulesPath` is read as iptables-restore.
+    public var ruleSet: RuleSet? = nil
 
     public init(rulesPath: String, networkPath: String?, inputs: [ReplayInput], outDir: String, progress: Bool = false,
                 ipsetsPath: String? = nil) {
@@ -60,7 +62,7 @@ public enum Replayer {
 
     public static func run(_ o: ReplayOptions) throws -> ReplaySummary {
         let t0 = monotonicSeconds()
-        let rules = try RestoreParser.load(path: o.rulesPath)
+        let rules = try o.ruleSet ?? RestoreParser.load(path: o.rulesPath)
         let network: NetworkModel
         if let np = o.networkPath { network = try NetworkModel.load(path: np) } else { network = try NetworkModel.parse("", file: "<none>") }
         guard !o.inputs.isEmpty else { throw ReplayError("no --in IFACE=CAPTURE given") }

@@ -7,7 +7,9 @@ import Wire
 /// and hooks that allow them. `build()` returns the whole rule set or throws; nothing is
 /// half-loaded.
 public struct RuleSetBuilder {
-    public let file: String
+    /// The file being read; a caller that loads several files into one builder (iptables
+    /// command scripts) sets it before each file, so rule origins and messages name the right one.
+    public var file: String
     public var vns3: Bool
 
     struct PendingRule {
@@ -195,10 +197,10 @@ public struct RuleSetBuilder {
                 for (r, pr) in ch.rules.enumerated() {
                     guard case .chain(let target, let isGoto) = pr.ref else { continue }
                     guard let idx = index[target] else {
-                        throw error(pr.rule.origin.line, pr.targetColumn, "chain '\(target)' does not exist (jump target)")
+                        throw Diagnostic(file: pr.rule.origin.file, line: pr.rule.origin.line, column: pr.targetColumn, message: "chain '\(target)' does not exist (jump target)")
                     }
                     guard chains[idx].policy == nil else {
-                        throw error(pr.rule.origin.line, pr.targetColumn, "cannot jump to built-in chain '\(target)'")
+                        throw Diagnostic(file: pr.rule.origin.file, line: pr.rule.origin.line, column: pr.targetColumn, message: "cannot jump to built-in chain '\(target)'")
                     }
                     table.chains[c].rules[r].target = isGoto ? .goto(idx) : .jump(idx)
                 }
@@ -229,7 +231,7 @@ public struct RuleSetBuilder {
         }
         for c in table.chains.indices where color[c] == 0 {
             if let r = visit(c) {
-                throw error(r.origin.line, 1, "jump creates a loop (chain '\(table.chains[c].name)' reaches itself)")
+                throw Diagnostic(file: r.origin.file, line: r.origin.line, column: 1, message: "jump creates a loop (chain '\(table.chains[c].name)' reaches itself)")
             }
         }
     }
@@ -251,7 +253,7 @@ public struct RuleSetBuilder {
                 }
                 if let allowed, let bad = reached.subtracting(allowed).sorted().first {
                     let via = ch.policy == nil ? " (chain '\(ch.name)' is reached from \(bad))" : ""
-                    throw error(rule.origin.line, pending[c].rules[r].targetColumn,
+                    throw Diagnostic(file: rule.origin.file, line: rule.origin.line, column: pending[c].rules[r].targetColumn, message:
                                 "target '\(rule.target.name)' is not valid in \(bad)\(via)")
                 }
             }

@@ -21,6 +21,38 @@ struct Sluice: ParsableCommand {
     )
 }
 
+/// How a command picks and reads its rule files: the dialect (given or detected) and the
+/// `${variables}` of the VNS3 dialect.
+struct RuleOptions: ParsableArguments {
+    @Option(name: .long, help: "Rule dialect: restore (iptables-restore), cmds (iptables command lines) or vns3. Default: from the file's first line.")
+    var dialect: String?
+
+    @Option(name: .customLong("var"), help: "Bind ${NAME} in a vns3 rule file (NAME=VALUE). Repeatable; overrides --vars.")
+    var vars: [String] = []
+
+    @Option(name: .customLong("vars"), help: "File of NAME=VALUE lines (# comments) binding ${NAME} in a vns3 rule file.")
+    var varsFile: String?
+
+    /// Loads the files (several only for cmds, in order), prints the loader's notes on stderr,
+    /// and exits with the diagnostic on error.
+    func load(_ paths: [String]) -> RuleSet {
+        guard !paths.isEmpty else { fail("no rule file given") }
+        var d: RuleDialect? = nil
+        if let dialect {
+            guard let x = RuleDialect(rawValue: dialect) else { fail("--dialect must be restore, cmds or vns3, not '\(dialect)'") }
+            d = x
+        }
+        do {
+            let variables = try RuleLoader.variables(file: varsFile, bindings: vars)
+            let loaded = try RuleLoader.loadWithNotes(paths: paths, dialect: d, variables: variables)
+            for n in loaded.notes { writeStderr("sluice: \(n)\n") }
+            return loaded.ruleSet
+        } catch {
+            fail(error.description)
+        }
+    }
+}
+
 /// Prints an error the way compilers do and exits non-zero.
 func fail(_ message: String) -> Never {
     writeStderr("sluice: error: \(message)\n")
@@ -37,17 +69,16 @@ struct ReplayCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Rule file (iptables-restore format).")
-    var rules: String
+    @Option(name: .long, help: "Rule file (iptables-restore, iptables command lines or vns3). Repeat it to apply several cmds scripts in order.")
+    var rules: [String] = []
+
+    @OptionGroup var ruleOptions: RuleOptions
 
     @Option(name: .long, help: "Network model (ip addr/route/rule, sysctl lines).")
     var network: String?
 
     @Option(name: .long, help: "ipset save file for -m set.")
     var ipsets: String?
-
-    @Option(name: .customLong("var"), help: "Bind ${NAME} in the rule file (NAME=VALUE). Not used by this version's dialects.")
-    var vars: [String] = []
 
     @Option(name: .customLong("in"), help: "IFACE=CAPTURE: packets arriving on IFACE (local=CAPTURE: locally generated). Repeatable.")
     var inputs: [String] = []
@@ -62,7 +93,8 @@ struct ReplayCommand: ParsableCommand {
     var trace: [Int] = []
 
     func run() throws {
-        guard vars.isEmpty else { fail("--var: no rule dialect with ${variables} is implemented yet (iptables-restore only)") }
+        guard !rules.isEmpty else { fail("--rules RULES is needed") }
+        let set = ruleOptions.load(rules)
         var ins: [ReplayInput] = []
         for spec in inputs {
             guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex, spec.index(after: eq) != spec.endIndex else {
@@ -76,8 +108,9 @@ struct ReplayCommand: ParsableCommand {
         }
         let summary: ReplaySummary
         do {
-            var options = ReplayOptions(rulesPath: rules, networkPath: network, inputs: ins, outDir: out,
+            var options = ReplayOptions(rulesPath: rules[0], networkPath: network, inputs: ins, outDir: out,
                                         progress: isatty(2) != 0, ipsetsPath: ipsets)
+            options.ruleSet = set
             options.traceIndices = Set(trace)
             summary = try Replayer.run(options)
         } catch let d as Diagnostic {
@@ -127,8 +160,10 @@ struct CheckCommand: ParsableCommand {
         discussion: "Exits non-zero on any error in the file. Warns about chains nothing jumps to and rules that can never be reached."
     )
 
-    @Argument(help: "Rule file (iptables-restore format).")
-    var rules: String
+    @Argument(help: "Rule file (iptables-restore, iptables command lines or vns3); several cmds scripts are applied in order.")
+    var rules: [String]
+
+    @OptionGroup var ruleOptions: RuleOptions
 
     @Option(name: .long, help: "ipset save file for -m set.")
     var ipsets: String?
@@ -136,7 +171,7 @@ struct CheckCommand: ParsableCommand {
     func run() throws {
         let t0 = monotonicSeconds()
         let set: RuleSet
-        do { set = try RestoreParser.load(path: rules) } catch { fail(error.description) }
+        set = ruleOptions.load(rules)
         let t1 = monotonicSeconds()
         var options = EngineOptions()
         if let ipsets {
@@ -151,7 +186,7 @@ struct CheckCommand: ParsableCommand {
             compileNote = error.description
         }
         let t2 = monotonicSeconds()
-        print("\(rules): ok")
+        print("\(rules.joined(separator: " ")): ok")
         var warnings: [String] = []
         for t in set.tables {
             let user = t.chains.filter { !$0.isBuiltin }.count
@@ -161,7 +196,7 @@ struct CheckCommand: ParsableCommand {
                 let from = c.isBuiltin ? "" : reach[ci].isEmpty ? ", unused" : ", reached from \(reach[ci].sorted().joined(separator: ","))"
                 print("    \(c.name)\(c.policy.map { " policy \($0.rawValue)" } ?? ""): \(c.rules.count) rules\(from)")
                 if !c.isBuiltin && reach[ci].isEmpty {
-                    warnings.append("\(rules): warning: chain '\(c.name)' (table \(t.name.rawValue)) is never jumped to")
+                    warnings.append("\(rules.joined(separator: " ")): warning: chain '\(c.name)' (table \(t.name.rawValue)) is never jumped to")
                 }
                 if let k = c.rules.firstIndex(where: { Self.unconditionalTerminal($0) }), k + 1 < c.rules.count {
                     let r = c.rules[k + 1]
@@ -196,8 +231,10 @@ struct TraceCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Rule file (iptables-restore format).")
-    var rules: String
+    @Option(name: .long, help: "Rule file (iptables-restore, iptables command lines or vns3). Repeat it to apply several cmds scripts in order.")
+    var rules: [String] = []
+
+    @OptionGroup var ruleOptions: RuleOptions
 
     @Option(name: .long, help: "Network model (ip addr/route/rule, sysctl lines).")
     var network: String?
@@ -211,8 +248,8 @@ struct TraceCommand: ParsableCommand {
     func run() throws {
         let spec: PacketSpec
         do { spec = try PacketSpec.parse(packet.joined(separator: " ")) } catch { fail("packet: \(error)") }
-        let set: RuleSet
-        do { set = try RestoreParser.load(path: rules) } catch { fail(error.description) }
+        guard !rules.isEmpty else { fail("--rules RULES is needed") }
+        let set = ruleOptions.load(rules)
         let model: NetworkModel
         do throws(Diagnostic) {
             if let network { model = try NetworkModel.load(path: network) } else { model = try NetworkModel.parse("", file: "<none>") }
