@@ -178,8 +178,10 @@ public struct Engine: Sendable {
                 switch x.mode {
                 case .random(_, let threshold): out.append(.random(threshold: threshold, invert: x.invert))
                 case .nth(let every, let packet):
+                    // libxt_statistic starts the counter at every-1-packet: `--every 3 --packet 0`
+                    // matches the 1st, 4th, 7th... packet (checked against the kernel).
                     out.append(.nth(slot: Int32(state.nthCounters.count), every: every, invert: x.invert))
-                    state.nthCounters.append(packet)
+                    state.nthCounters.append((every - 1) &- min(packet, every - 1))
                 }
             case .limit(let x):
                 out.append(.limit(slot: Int32(state.limitCredit.count), perNanos: Double(x.count) / (Double(x.perSeconds) * 1e9), burst: Double(x.burst)))
@@ -243,7 +245,10 @@ public struct Engine: Sendable {
     /// the parse; `reply` receives a packet the box sends in answer (see `Decision.generatedOut`).
     ///
     /// `wireLength`: the frame's length on the wire when a capture kept less (caplen < len).
-    public mutating func process(frame: UnsafeMutableRawBufferPointer, linkType: LinkType, wireLength: Int? = nil,
+    /// `capacity`: bytes usable from `frame.baseAddress` (>= frame.count); targets that grow the
+    /// packet (TCPMSS adding an option) need room, and report the new length in
+    /// `Decision.frameLength` and the parse (`p`).
+    public mutating func process(frame: UnsafeMutableRawBufferPointer, capacity: Int? = nil, linkType: LinkType, wireLength: Int? = nil,
                                  inInterface: Int16?, timestampNanos: Int64 = 0, mark: UInt32 = 0,
                                  parsed p: inout ParsedPacket, trace: inout HitTrace, reply: inout [UInt8]) -> Decision {
         trace.clear()
@@ -275,6 +280,8 @@ public struct Engine: Sendable {
         let bytes = UInt64(p.ipTotalLength)
         var ctx = PacketContext(frame: frame, l3: l3, bytes: bytes, now: timestampNanos, l4: Int(p.l4Offset),
                                 capturedEnd: l3 + Int(p.ipCapturedLength))
+        ctx.capacity = max(frame.count, capacity ?? frame.count)
+        ctx.untrimmed = !p.captureTruncated && l3 + Int(p.ipTotalLength) == frame.count
 
         if let iif = inInterface {
             if trace.detailed { trace.lines.append("in \(interfaceName(iif)): \(describe(p))") }
@@ -306,6 +313,8 @@ public struct Engine: Sendable {
                 return count(d)
             case .unicast(let oif, let gw):
                 guard network.ipForward else { d.reason = .forwardingDisabled; return count(d) }
+                // ip_forward: only frames addressed to this host (not link broadcast/multicast).
+                guard f.packetType == 0 || !f.hasMAC else { d.reason = .linkNotUnicast; return count(d) }
                 let out = engineIndex(oif)
                 guard f.ttl > 1 else {
                     d.reason = .ttlExceeded
@@ -325,6 +334,7 @@ public struct Engine: Sendable {
                 d.kind = .forwarded
                 d.outInterface = out
                 d.mark = f.mark
+                noteGrowth(ctx, &d, &p)
                 return count(d)
             case .blackhole: d.reason = .blackhole
             case .unreachable: d.reason = .unreachable
@@ -368,7 +378,16 @@ public struct Engine: Sendable {
         d.kind = .sent
         d.outInterface = f.outInterface
         d.mark = f.mark
+        noteGrowth(ctx, &d, &p)
         return count(d)
+    }
+
+    /// A target made the packet longer: the caller writes `frame.count + grown` bytes.
+    func noteGrowth(_ ctx: PacketContext, _ d: inout Decision, _ p: inout ParsedPacket) {
+        guard ctx.grown > 0 else { return }
+        d.grown = ctx.grown
+        p.ipTotalLength += UInt16(ctx.grown)
+        p.ipCapturedLength += UInt16(ctx.grown)
     }
 
     /// A hook ended in DROP, REJECT or hotdrop: for REJECT, build and send the reply.
@@ -468,6 +487,11 @@ struct PacketContext {
     var capturedEnd: Int
     var rejectWith: RejectWith? = nil
     var untracked = false
+    /// Bytes usable from the frame's start; `grown`: bytes a target added at the end.
+    var capacity = 0
+    var grown = 0
+    /// The frame ends where the IPv4 packet ends (no padding, not cut): growing is safe.
+    var untrimmed = false
 
     init(frame: UnsafeMutableRawBufferPointer, l3: Int, bytes: UInt64, now: Int64, l4: Int, capturedEnd: Int) {
         self.frame = frame; self.l3 = l3; self.bytes = bytes; self.now = now; self.l4 = l4; self.capturedEnd = capturedEnd
@@ -475,6 +499,15 @@ struct PacketContext {
 
     /// The IPv4 packet as present in the frame.
     var ip: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: frame[l3 ..< capturedEnd]) }
+
+    /// Makes the frame `n` bytes longer (room permitting); false when there is no room.
+    mutating func grow(_ n: Int) -> Bool {
+        guard untrimmed, frame.count + n <= capacity, let base = frame.baseAddress else { return false }
+        frame = UnsafeMutableRawBufferPointer(start: base, count: frame.count + n)
+        capturedEnd += n
+        grown += n
+        return true
+    }
 }
 
 func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }

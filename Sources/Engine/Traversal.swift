@@ -151,7 +151,9 @@ extension Engine {
                 case .set(let n): mss = n
                 case .clampToPMTU: mss = 1500 - 40  // the model's links have the Ethernet MTU
                 }
-                _ = Rewrite.clampMSS(ctx.frame, l4: ctx.l4, capturedEnd: ctx.capturedEnd, mss: mss)
+                if !Rewrite.clampMSS(ctx.frame, l4: ctx.l4, capturedEnd: ctx.capturedEnd, mss: mss) {
+                    addMSSOption(&ctx, &f, mss: min(mss, 536))
+                }
             }
         case .checksumFill:
             break
@@ -159,6 +161,46 @@ extension Engine {
             ctx.untracked = true
         }
         return true
+    }
+
+    /// TCPMSS on a SYN without an MSS option (tcpmss_mangle_packet): when the segment carries no
+    /// data and the header has room, an MSS option is inserted at the start of the options with
+    /// min(new MSS, 536) (RFC 879's default), and the lengths and checksums are fixed.
+    mutating func addMSSOption(_ ctx: inout PacketContext, _ f: inout PacketFields, mss: UInt16) {
+        let fr = ctx.frame, l3 = ctx.l3, l4 = ctx.l4
+        guard l4 + 20 <= ctx.capturedEnd else { return }
+        let doff = Int(fr[l4 + 12] >> 4) * 4
+        guard l4 + doff == ctx.capturedEnd, doff < 60, !hasMSSOption(fr, l4: l4, doff: doff) else { return }
+        guard ctx.grow(4) else { return }
+        let f2 = ctx.frame
+        // Move the existing options 4 bytes on, then write kind 2, length 4, MSS.
+        let opts = l4 + 20
+        if doff > 20 { (f2.baseAddress! + opts + 4).copyMemory(from: f2.baseAddress! + opts, byteCount: doff - 20) }
+        f2[opts] = 2; f2[opts + 1] = 4; f2.setBE16(opts + 2, mss)
+        f2[l4 + 12] = UInt8((doff + 4) / 4) << 4 | (f2[l4 + 12] & 0x0F)
+        let total = Int(f2.be16(l3 + 2)) + 4
+        f2.setBE16(l3 + 2, UInt16(total))
+        let hl = Int(f2[l3] & 0x0F) * 4
+        f2.setBE16(l3 + 10, 0)
+        f2.setBE16(l3 + 10, Checksum.compute(UnsafeRawBufferPointer(rebasing: f2[l3 ..< l3 + hl])))
+        f2.setBE16(l4 + 16, 0)
+        let ph = Checksum.pseudoHeaderSum(src: f2.be32(l3 + 12), dst: f2.be32(l3 + 16), proto: IPProtocol.tcp, length: UInt16(total - hl))
+        f2.setBE16(l4 + 16, Checksum.fold(Checksum.sum(UnsafeRawBufferPointer(rebasing: f2[l4 ..< l3 + total]), initial: ph)))
+        f.length = UInt16(total)
+        ctx.bytes = UInt64(total)
+    }
+
+    func hasMSSOption(_ fr: UnsafeMutableRawBufferPointer, l4: Int, doff: Int) -> Bool {
+        var i = l4 + 20
+        while i < l4 + doff {
+            let k = fr[i]
+            if k == 0 { return false }
+            if k == 1 { i += 1; continue }
+            guard i + 1 < l4 + doff, fr[i + 1] >= 2 else { return false }
+            if k == 2 { return true }
+            i += Int(fr[i + 1])
+        }
+        return false
     }
 
     /// The residual matches of `r`, in order; all must match.

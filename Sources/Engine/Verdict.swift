@@ -42,6 +42,8 @@ public enum EngineReason: UInt8, CaseIterable, Sendable {
     case ttlExceeded
     case martianSource
     case martianDestination
+    /// ip_forward refuses frames not addressed to the host (link broadcast or multicast).
+    case linkNotUnicast
 
     public var name: String {
         switch self {
@@ -58,6 +60,7 @@ public enum EngineReason: UInt8, CaseIterable, Sendable {
         case .ttlExceeded: "ttl-exceeded"
         case .martianSource: "martian-source"
         case .martianDestination: "martian-destination"
+        case .linkNotUnicast: "link-not-unicast"
         }
     }
 }
@@ -76,6 +79,8 @@ public struct Decision: Sendable {
     public var generatedOut: Int16 = -1
     /// The packet mark at the end (MARK targets).
     public var mark: UInt32 = 0
+    /// Bytes a target added to the frame (TCPMSS inserting an option); 0 almost always.
+    public var grown: Int = 0
 
     public init() {}
 }

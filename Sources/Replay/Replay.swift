@@ -128,11 +128,11 @@ public enum Replayer {
             file.withFrame(cursor[pick] - 1) { src in
                 scratch.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: n)
             }
-            let frame = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< n])
+            var frame = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< n])
             let d: Decision
             trace.detailed = o.traceIndices.contains(index)
             if let lt = linkType {
-                d = engine.process(frame: frame, linkType: lt, wireLength: rec.originalLength, inInterface: inIndex[pick],
+                d = engine.process(frame: frame, capacity: scratch.count, linkType: lt, wireLength: rec.originalLength, inInterface: inIndex[pick],
                                    timestampNanos: rec.timestampNanos, parsed: &parsed, trace: &trace, reply: &reply)
             } else {
                 var u = Decision(); u.kind = .passed
@@ -140,6 +140,7 @@ public enum Replayer {
                 summary.passed["unsupported-link-type \(file.interfaces[rec.interface].linkTypeRaw)", default: 0] += 1
             }
 
+            if d.grown > 0 { frame = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< n + d.grown]) }
             var outs: [String] = []
             if d.kind == .forwarded || d.kind == .sent || d.kind == .local {
                 frameForOutput(frame, parsed: parsed, ethernet: allEthernet && linkType == .ethernet, raw: !allEthernet, into: &outFrame)

@@ -966,9 +966,11 @@ func parsePortRange(_ s: String) -> PortRange? {
     return PortRange(p, p)
 }
 
+/// `n`, `a:b`, `a:` (to 65535) or `:b` (from 0), as iptables' length and port ranges.
 func parseNumberRange(_ s: String) -> PortRange? {
     if let colon = s.firstIndex(of: ":") {
-        guard let lo = UInt16(s[..<colon]), let hi = UInt16(s[s.index(after: colon)...]), lo <= hi else { return nil }
+        let a = s[..<colon], b = s[s.index(after: colon)...]
+        guard let lo = a.isEmpty ? 0 : UInt16(a), let hi = b.isEmpty ? 65535 : UInt16(b), lo <= hi else { return nil }
         return PortRange(lo, hi)
     }
     guard let n = UInt16(s) else { return nil }
