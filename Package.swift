@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "NFQueueLibraryTests", dependencies: ["CNetfilterQueue"]),
         .testTarget(
             name: "ReplayTests",
-            dependencies: ["Replay", "Engine", "Capture", "Wire"],
+            dependencies: ["Replay", "Engine", "Capture", "Wire", "Rules"],
             exclude: ["Golden"]
         ),
         .testTarget(name: "KernelDiffTests", dependencies: ["Replay", "Rules", "Engine", "Capture", "Wire"]),

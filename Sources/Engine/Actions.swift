@@ -16,6 +16,10 @@ enum TargetAction: Sendable {
     /// offload); replayed and queued packets carry full checksums, so it changes nothing.
     case checksumFill
     case notrack
+    /// VNS3 COPY: mirror to a next hop (the kernel's TEE).
+    case copy(to: UInt32)
+    /// VNS3 LOOKUP: route this packet by route table `table`.
+    case lookup(table: UInt32)
 }
 
 /// In-place header rewrites with RFC 1624 checksum updates.

@@ -136,8 +136,10 @@ public struct Engine: Sendable {
                 if t.name == .nat { throw at("the nat table (rule in \(c.name))") }
                 if let e = r.match.extensions.first(where: \.needsConntrack) { throw at("match '\(e.moduleName)'") }
                 if r.target.needsConntrack { throw at("target '\(r.target.name)'") }
-                if case .copy = r.target { throw at("target 'COPY' (inline mirroring)") }
-                if case .lookup = r.target { throw at("target 'LOOKUP'") }
+                if case .lookup(let name, _) = r.target, UInt32(name) == nil, !["main", "default", "local"].contains(name) {
+                    throw Diagnostic(file: r.origin.file, line: r.origin.line, column: 1,
+                                     message: "LOOKUP --table '\(name)': name the route table by number (as in the network model's 'ip route ... table N')")
+                }
                 let noSockets = { (what: String) -> Diagnostic in
                     Diagnostic(file: r.origin.file, line: r.origin.line, column: 1,
                                message: "\(what) needs the box's sockets, which a capture does not carry; Sluice cannot evaluate it")
@@ -223,6 +225,10 @@ public struct Engine: Sendable {
         case .tcpmss(let op): return .tcpmss(op)
         case .checksumFill: return .checksumFill
         case .notrack: return .notrack
+        case .copy(let to, _, _): return .copy(to: to)
+        case .lookup(let name, _):
+            let n: UInt32 = UInt32(name) ?? (name == "main" ? 254 : name == "local" ? 255 : 253)
+            return .lookup(table: n)
         default: throw CompileError("\(r.origin.file):\(r.origin.line): target '\(r.target.name)' is not available in this version")
         }
     }
@@ -242,7 +248,8 @@ public struct Engine: Sendable {
     /// Processes one frame that arrived on `inInterface` (or was generated locally when
     /// `inInterface` is nil). `frame` is mutable: forwarding decrements the TTL in place, and
     /// targets may rewrite header fields (incremental checksums). `p` is caller-owned scratch for
-    /// the parse; `reply` receives a packet the box sends in answer (see `Decision.generatedOut`).
+    /// the parse; `emitted` receives the packets the box sends besides this one: its answer (see
+    /// `Decision.generatedOut`) and COPY clones.
     ///
     /// `wireLength`: the frame's length on the wire when a capture kept less (caplen < len).
     /// `capacity`: bytes usable from `frame.baseAddress` (>= frame.count); targets that grow the
@@ -250,8 +257,9 @@ public struct Engine: Sendable {
     /// `Decision.frameLength` and the parse (`p`).
     public mutating func process(frame: UnsafeMutableRawBufferPointer, capacity: Int? = nil, linkType: LinkType, wireLength: Int? = nil,
                                  inInterface: Int16?, timestampNanos: Int64 = 0, mark: UInt32 = 0,
-                                 parsed p: inout ParsedPacket, trace: inout HitTrace, reply: inout [UInt8]) -> Decision {
+                                 parsed p: inout ParsedPacket, trace: inout HitTrace, emitted: inout Emitted) -> Decision {
         trace.clear()
+        emitted.clear()
         var d = Decision()
         guard PacketParser.parse(UnsafeRawBufferPointer(frame), linkType: linkType, wireLength: wireLength, into: &p) else {
             d.kind = .dropped; d.reason = .malformed; d.malformed = p.drop
@@ -288,7 +296,7 @@ public struct Engine: Sendable {
             // Martians: the kernel drops these in ip_route_input_slow, after PREROUTING.
             let martianSource = p.source >> 24 == 127 && iif != loopback || p.source >> 28 == 0xE || p.source == 0xFFFF_FFFF
                 || network.isLocal(p.source) && iif != loopback
-            if !runHook(.prerouting, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+            if !runHook(.prerouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
             if martianSource { d.reason = .martianSource; return count(d) }
             if p.destination >> 24 == 0 || p.destination >> 24 == 127 && iif != loopback {
                 d.reason = .martianDestination; return count(d)
@@ -301,13 +309,15 @@ public struct Engine: Sendable {
                 let joined = p.destination == 0xE000_0001 || (p.destination >> 8 == 0xE00000 && p.proto == IPProtocol.igmp)
                 if !joined { d.reason = .noRoute; if trace.detailed { trace.lines.append("route: multicast group not joined: drop") }; return count(d) }
                 decision = .local(interface: modelID(iif))
+            } else if let table = ctx.lookupTable {
+                decision = network.route(destination: p.destination, inTable: table)
             } else {
                 decision = network.route(destination: p.destination, source: p.source, inputInterface: modelID(iif), mark: f.mark, tos: f.tos)
             }
             if trace.detailed { trace.lines.append("route: \(describe(decision)) (mark \(hex(f.mark)))") }
             switch decision {
             case .local:
-                if !runHook(.input, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+                if !runHook(.input, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 d.kind = .local
                 d.mark = f.mark
                 return count(d)
@@ -320,17 +330,17 @@ public struct Engine: Sendable {
                     d.reason = .ttlExceeded
                     // ip_forward: ICMP time exceeded from the box, quoting the packet as received.
                     let src = replySource(to: p.source)
-                    Replies.icmpError(original: ctx.ip, source: src, type: ICMPType.timeExceeded, code: 0, into: &reply)
-                    d.generatedOut = sendReply(&reply, trace: &trace)
+                    Replies.icmpError(original: ctx.ip, source: src, type: ICMPType.timeExceeded, code: 0, into: &emitted.reply)
+                    d.generatedOut = sendReply(&emitted.reply, trace: &trace)
                     return count(d)
                 }
                 // ip_forward decrements the TTL before the FORWARD hook.
                 f.ttl -= 1
                 Rewrite.setTTL(frame, l3: l3, f.ttl)
                 f.outInterface = out
-                if !runHook(.forward, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+                if !runHook(.forward, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 if p.hasIPOptions { forwardOptions(ctx, outInterface: oif, gateway: gw ?? p.destination) }
-                if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+                if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 d.kind = .forwarded
                 d.outInterface = out
                 d.mark = f.mark
@@ -351,12 +361,12 @@ public struct Engine: Sendable {
         guard case .unicast(let oif0, _) = first else {
             if case .local = first {
                 f.outInterface = loopback
-                if !runHook(.output, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
-                if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+                if !runHook(.output, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+                if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 // Looped back: arrives on lo, PREROUTING, then INPUT.
                 f.inInterface = loopback; f.outInterface = -1
-                if !runHook(.prerouting, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
-                if !runHook(.input, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+                if !runHook(.prerouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+                if !runHook(.input, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 d.kind = .local
                 d.mark = f.mark
                 return count(d)
@@ -366,15 +376,16 @@ public struct Engine: Sendable {
         }
         f.outInterface = engineIndex(oif0)
         let markBefore = f.mark
-        if !runHook(.output, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
-        if f.mark != markBefore {
-            // ip_route_me_harder: a mark set in OUTPUT can pick another route.
-            let again = network.route(destination: p.destination, source: p.source, inputInterface: nil, mark: f.mark, tos: f.tos)
+        if !runHook(.output, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+        if f.mark != markBefore || ctx.lookupTable != nil {
+            // ip_route_me_harder: a mark set in OUTPUT can pick another route (LOOKUP: its table).
+            let again = ctx.lookupTable.map { network.route(destination: p.destination, inTable: $0) }
+                ?? network.route(destination: p.destination, source: p.source, inputInterface: nil, mark: f.mark, tos: f.tos)
             if trace.detailed { trace.lines.append("re-route (mark \(hex(f.mark))): \(describe(again))") }
             guard case .unicast(let oif, _) = again else { d.reason = .noRoute; return count(d) }
             f.outInterface = engineIndex(oif)
         }
-        if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, reply: &reply) }
+        if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
         d.kind = .sent
         d.outInterface = f.outInterface
         d.mark = f.mark
@@ -391,21 +402,21 @@ public struct Engine: Sendable {
     }
 
     /// A hook ended in DROP, REJECT or hotdrop: for REJECT, build and send the reply.
-    mutating func finishDrop(_ d0: Decision, f: PacketFields, p: ParsedPacket, ctx: PacketContext, trace: inout HitTrace, reply: inout [UInt8]) -> Decision {
+    mutating func finishDrop(_ d0: Decision, f: PacketFields, p: ParsedPacket, ctx: PacketContext, trace: inout HitTrace, emitted: inout Emitted) -> Decision {
         var d = d0
         if d.kind == .rejected, let with = ctx.rejectWith {
             var made = false
             if with == .tcpReset {
                 // nf_send_reset: not for later fragments, not when the segment carries RST.
-                if !p.isLaterFragment && p.hasL4 && !p.captureTruncated { made = Replies.tcpReset(original: ctx.ip, into: &reply) }
+                if !p.isLaterFragment && p.hasL4 && !p.captureTruncated { made = Replies.tcpReset(original: ctx.ip, into: &emitted.reply) }
             } else if !p.isLaterFragment {
                 // icmp_send: the address the packet was sent to when it was for the box; otherwise
                 // the source the route back to the sender picks.
                 let src = network.isLocal(p.destination) ? p.destination : replySource(to: p.source)
-                Replies.icmpError(original: ctx.ip, source: src, type: ICMPType.destinationUnreachable, code: with.icmpCode, into: &reply)
+                Replies.icmpError(original: ctx.ip, source: src, type: ICMPType.destinationUnreachable, code: with.icmpCode, into: &emitted.reply)
                 made = true
             }
-            if made { d.generatedOut = sendReply(&reply, trace: &trace) }
+            if made { d.generatedOut = sendReply(&emitted.reply, trace: &trace) }
         }
         return count(d)
     }
@@ -420,8 +431,10 @@ public struct Engine: Sendable {
             var f = PacketFields(rp, inInterface: -1, outInterface: engineIndex(oif))
             var ctx = PacketContext(frame: m, l3: 0, bytes: UInt64(rp.ipTotalLength), now: 0, l4: Int(rp.l4Offset), capturedEnd: m.count)
             var d = Decision()
+            var ignored = Emitted()  // a COPY rule in OUTPUT does not mirror the box's own answers here
             if trace.detailed { trace.lines.append("reply: \(describe(rp))") }
-            guard runHook(.output, &f, &ctx, trace: &trace, d: &d), runHook(.postrouting, &f, &ctx, trace: &trace, d: &d) else { return -1 }
+            guard runHook(.output, &f, &ctx, trace: &trace, d: &d, emitted: &ignored),
+                  runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &ignored) else { return -1 }
             return f.outInterface
         }
     }
@@ -487,6 +500,8 @@ struct PacketContext {
     var capturedEnd: Int
     var rejectWith: RejectWith? = nil
     var untracked = false
+    /// Set by LOOKUP: the route table to use instead of the policy rules.
+    var lookupTable: UInt32? = nil
     /// Bytes usable from the frame's start; `grown`: bytes a target added at the end.
     var capacity = 0
     var grown = 0

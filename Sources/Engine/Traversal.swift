@@ -7,18 +7,19 @@ extension Engine {
     /// Runs every table's built-in chain at `hook`, in priority order. Returns true when the
     /// packet goes on; false with `d` filled (dropped, rejected, hotdrop).
     @inline(__always)
-    mutating func runHook(_ hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace, d: inout Decision) -> Bool {
+    mutating func runHook(_ hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace, d: inout Decision,
+                          emitted: inout Emitted) -> Bool {
         let list = hookChains[Int(hook.rawValue)]
         for k in list.indices {
             let (t, c) = list[k]
             if trace.detailed { trace.lines.append("  \(hook.chainName) \(tables[Int(t)].name.rawValue)") }
-            if !runChain(table: Int(t), builtin: c, hook: hook, &f, &ctx, trace: &trace, d: &d) { return false }
+            if !runChain(table: Int(t), builtin: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
         }
         return true
     }
 
     mutating func runChain(table ti: Int, builtin: Int32, hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext,
-                           trace: inout HitTrace, d: inout Decision) -> Bool {
+                           trace: inout HitTrace, d: inout Decision, emitted: inout Emitted) -> Bool {
         var chain = builtin
         var next: Int32 = 0
         stack.removeAll(keepingCapacity: true)
@@ -70,7 +71,7 @@ extension Engine {
             case .goto(let c):
                 chain = c; next = 0
             case .action(let a):
-                if !apply(actions[Int(a)], hook: hook, &f, &ctx, trace: &trace) {
+                if !apply(actions[Int(a)], hook: hook, &f, &ctx, trace: &trace, emitted: &emitted) {
                     d.kind = .rejected; d.reason = .rule; d.decidedBy = r.id
                     return false
                 }
@@ -102,6 +103,8 @@ extension Engine {
             case .tcpmss: "TCPMSS (continue)"
             case .checksumFill: "CHECKSUM (continue)"
             case .notrack: "NOTRACK (continue)"
+            case .copy(let to): "COPY to \(IPv4Address(to)) (continue)"
+            case .lookup(let t): "LOOKUP table \(t) (continue)"
             }
         }
     }
@@ -122,7 +125,8 @@ extension Engine {
     }
 
     /// Applies a non-jump target. Returns false for REJECT (the packet ends here).
-    mutating func apply(_ a: TargetAction, hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace) -> Bool {
+    mutating func apply(_ a: TargetAction, hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace,
+                        emitted: inout Emitted) -> Bool {
         switch a {
         case .reject(let w):
             ctx.rejectWith = w
@@ -159,6 +163,19 @@ extension Engine {
             break
         case .notrack:
             ctx.untracked = true
+        case .copy(let to):
+            // TEE: a clone of the packet as it is now goes to `to` as the next hop, out of the
+            // interface that reaches it; the original goes on unchanged.
+            if case .unicast(let oif, _) = network.route(destination: to, inputInterface: nil) {
+                let start = emitted.copyBytes.count
+                emitted.copyBytes.append(contentsOf: ctx.ip)
+                emitted.copies.append((start, ctx.ip.count, engineIndex(oif), to))
+                if trace.detailed { trace.lines.append("    copy to \(IPv4Address(to)) out \(network.interfaceName(oif))") }
+            } else if trace.detailed {
+                trace.lines.append("    copy to \(IPv4Address(to)): no route, not sent")
+            }
+        case .lookup(let table):
+            ctx.lookupTable = table
         }
         return true
     }

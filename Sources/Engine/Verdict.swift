@@ -109,3 +109,27 @@ public struct HitTrace: Sendable {
     @inlinable public mutating func rule(_ id: Int32) { entries.append(id) }
     @inlinable public mutating func policy(_ chain: Int32) { entries.append(-(chain + 1)) }
 }
+
+/// Packets the engine emits besides the one it was given, in caller-owned reusable buffers: the
+/// box's answer (REJECT, time exceeded) and mirrored copies (COPY).
+public struct Emitted: Sendable {
+    /// The answer, a raw IPv4 packet; `Decision.generatedOut` says where it left.
+    public var reply: [UInt8] = []
+    /// COPY clones, back to back; `copies` indexes them.
+    public var copyBytes: [UInt8] = []
+    public var copies: [(start: Int, count: Int, out: Int16, to: UInt32)] = []
+
+    public init() {
+        reply.reserveCapacity(1600)
+    }
+
+    @inlinable public mutating func clear() {
+        reply.removeAll(keepingCapacity: true)
+        if !copies.isEmpty {
+            copyBytes.removeAll(keepingCapacity: true)
+            copies.removeAll(keepingCapacity: true)
+        }
+    }
+
+    public func copy(_ i: Int) -> ArraySlice<UInt8> { copyBytes[copies[i].start ..< copies[i].start + copies[i].count] }
+}

@@ -371,3 +371,21 @@ extension NetworkModel {
         return .unicast
     }
 }
+
+extension NetworkModel {
+    /// A lookup in one table only, skipping the policy rules (VNS3 LOOKUP). `.noRoute` when the
+    /// table is empty or has no matching route.
+    public func route(destination: UInt32, inTable table: UInt32) -> RouteDecision {
+        guard let slot = index.tableIDs.firstIndex(of: table),
+              let i = index.lookup(slot: slot, destination, minScope: RouteScope.universe) else { return .noRoute }
+        let r = index.entries[i]
+        switch r.type {
+        case .unicast: return r.interface.map { .unicast(interface: $0, gateway: r.gateway) } ?? .noRoute
+        case .local, .broadcast: return .local(interface: r.interface)
+        case .blackhole: return .blackhole
+        case .unreachable: return .unreachable
+        case .prohibit: return .prohibit
+        case .throw: return .noRoute
+        }
+    }
+}

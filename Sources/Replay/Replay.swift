@@ -95,13 +95,19 @@ public enum Replayer {
         let maxFrame = files.map { f in f.records.map(\.capturedLength).max() ?? 0 }.max() ?? 0
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxFrame, 64) + 64, alignment: 16)
         defer { scratch.deallocate() }
+        func writer(for iface: Int16, name: String) throws -> PcapWriter {
+            if let w = writers[iface] { return w }
+            let w = try PcapWriter(path: o.outDir + "/\(name).pcap", linkTypeRaw: outLinkType, resolution: resolution)
+            writers[iface] = w
+            return w
+        }
         var outFrame: [UInt8] = []
         outFrame.reserveCapacity(maxFrame + 64)
 
         var parsed = ParsedPacket()
         var trace = HitTrace(logging: true)
-        var reply: [UInt8] = []
-        reply.reserveCapacity(1600)
+        var emitted = Emitted()
+        var copyWriters: [UInt32: PcapWriter] = [:]
         let logFile = try TextFile(path: o.outDir + "/log.txt")
         let traceFile = o.traceIndices.isEmpty ? nil : try TextFile(path: o.outDir + "/trace.txt")
         var cursor = [Int](repeating: 0, count: files.count)
@@ -133,7 +139,7 @@ public enum Replayer {
             trace.detailed = o.traceIndices.contains(index)
             if let lt = linkType {
                 d = engine.process(frame: frame, capacity: scratch.count, linkType: lt, wireLength: rec.originalLength, inInterface: inIndex[pick],
-                                   timestampNanos: rec.timestampNanos, parsed: &parsed, trace: &trace, reply: &reply)
+                                   timestampNanos: rec.timestampNanos, parsed: &parsed, trace: &trace, emitted: &emitted)
             } else {
                 var u = Decision(); u.kind = .passed
                 d = u
@@ -147,12 +153,9 @@ public enum Replayer {
                 let w: PcapWriter
                 if d.kind == .local {
                     w = localWriter
-                } else if let existing = writers[d.outInterface] {
-                    w = existing; outs.append(engine.interfaceName(d.outInterface))
                 } else {
                     let name = engine.interfaceName(d.outInterface)
-                    w = try PcapWriter(path: o.outDir + "/\(name).pcap", linkTypeRaw: outLinkType, resolution: resolution)
-                    writers[d.outInterface] = w
+                    w = try writer(for: d.outInterface, name: name)
                     outs.append(name)
                 }
                 // A packet the capture cut short stays cut: caplen < len in the output too.
@@ -161,26 +164,29 @@ public enum Replayer {
                 if d.kind != .local { summary.outPerInterface[engine.interfaceName(d.outInterface), default: 0] += 1 }
             }
 
+            // COPY clones leave before the original (they were made on the way): written to the
+            // interface that reaches the copy target and to copy-<ip>.pcap.
+            for k in emitted.copies.indices {
+                let c = emitted.copies[k]
+                frameRaw(emitted.copy(k), frame: frame, linkType: linkType, ethernet: allEthernet, swapMACs: false, into: &outFrame)
+                let name = engine.interfaceName(c.out)
+                let w = try writer(for: c.out, name: name)
+                try outFrame.withUnsafeBytes { try w.append(frame: $0, timestampNanos: rec.timestampNanos) }
+                let cw: PcapWriter
+                if let existing = copyWriters[c.to] { cw = existing } else {
+                    cw = try PcapWriter(path: o.outDir + "/copy-\(IPv4Address(c.to)).pcap", linkTypeRaw: outLinkType, resolution: resolution)
+                    copyWriters[c.to] = cw
+                }
+                try outFrame.withUnsafeBytes { try cw.append(frame: $0, timestampNanos: rec.timestampNanos) }
+                outs.append(name)
+                summary.outPerInterface[name, default: 0] += 1
+            }
             if d.generatedOut >= 0 {
-                // The box's answer (REJECT, time exceeded): raw IPv4, framed like the outputs; on
-                // Ethernet, addressed back to the sender (the input frame's MACs swapped).
-                outFrame.removeAll(keepingCapacity: true)
-                if allEthernet {
-                    if linkType == .ethernet {
-                        outFrame.append(contentsOf: UnsafeRawBufferPointer(rebasing: frame[6 ..< 12]))
-                        outFrame.append(contentsOf: UnsafeRawBufferPointer(rebasing: frame[0 ..< 6]))
-                    } else {
-                        outFrame.append(contentsOf: repeatElement(0, count: 12))
-                    }
-                    outFrame.appendBE16(EtherType.ipv4)
-                }
-                outFrame.append(contentsOf: reply)
+                // The box's answer (REJECT, time exceeded), addressed back to the sender: on
+                // Ethernet, the input frame's MACs swapped.
+                frameRaw(emitted.reply[...], frame: frame, linkType: linkType, ethernet: allEthernet, swapMACs: true, into: &outFrame)
                 let name = engine.interfaceName(d.generatedOut)
-                let w: PcapWriter
-                if let existing = writers[d.generatedOut] { w = existing } else {
-                    w = try PcapWriter(path: o.outDir + "/\(name).pcap", linkTypeRaw: outLinkType, resolution: resolution)
-                    writers[d.generatedOut] = w
-                }
+                let w = try writer(for: d.generatedOut, name: name)
                 try outFrame.withUnsafeBytes { try w.append(frame: $0, timestampNanos: rec.timestampNanos) }
                 outs.append(name)
                 summary.outPerInterface[name, default: 0] += 1
@@ -208,6 +214,7 @@ public enum Replayer {
 
         try localWriter.close()
         for (_, w) in writers { try w.close() }
+        for (_, w) in copyWriters { try w.close() }
         try verdictFile.close()
         try logFile.close()
         try traceFile?.close()
@@ -231,9 +238,28 @@ public enum Replayer {
         }
         summary.topRules = top.sorted { $0.1 > $1.1 }.map { (rule: $0.0, packets: $0.1) }
         summary.outputs = (["local.pcap", "verdicts.jsonl", "conntrack.txt", "counters.rules", "log.txt"]
-            + writers.keys.map { engine.interfaceName($0) + ".pcap" }).sorted()
+            + writers.keys.map { engine.interfaceName($0) + ".pcap" } + copyWriters.keys.map { "copy-\(IPv4Address($0)).pcap" }).sorted()
         summary.seconds = monotonicSeconds() - t0
         return summary
+    }
+
+    /// A raw IPv4 packet the box emitted (answer or copy), framed like the outputs: behind an
+    /// Ethernet header when the outputs are Ethernet (the input frame's MACs, swapped for an
+    /// answer going back to the sender; zeros when the input had none).
+    static func frameRaw(_ ip: ArraySlice<UInt8>, frame: UnsafeMutableRawBufferPointer, linkType: LinkType?, ethernet: Bool,
+                         swapMACs: Bool, into out: inout [UInt8]) {
+        out.removeAll(keepingCapacity: true)
+        if ethernet {
+            if linkType == .ethernet && frame.count >= 12 {
+                let (a, b) = swapMACs ? (6, 0) : (0, 6)
+                out.append(contentsOf: UnsafeRawBufferPointer(rebasing: frame[a ..< a + 6]))
+                out.append(contentsOf: UnsafeRawBufferPointer(rebasing: frame[b ..< b + 6]))
+            } else {
+                out.append(contentsOf: repeatElement(0, count: 12))
+            }
+            out.appendBE16(EtherType.ipv4)
+        }
+        out.append(contentsOf: ip)
     }
 
     /// The bytes written for an output packet: the IPv4 packet (link header and VLAN tags and

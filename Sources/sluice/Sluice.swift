@@ -261,10 +261,10 @@ struct TraceCommand: ParsableCommand {
         var bytes = spec.build()
         var parsed = ParsedPacket()
         var trace = HitTrace(detailed: true, logging: true)
-        var reply: [UInt8] = []
+        var emitted = Emitted()
         let iif = spec.interface.map { engine.interfaceIndex($0)! }
         let d = bytes.withUnsafeMutableBytes { m in
-            engine.process(frame: m, linkType: .ipv4, inInterface: iif, mark: spec.mark, parsed: &parsed, trace: &trace, reply: &reply)
+            engine.process(frame: m, linkType: .ipv4, inInterface: iif, mark: spec.mark, parsed: &parsed, trace: &trace, emitted: &emitted)
         }
         for l in trace.lines { print(l) }
         for l in trace.logs { print("log: \(l)") }

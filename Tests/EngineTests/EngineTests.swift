@@ -26,11 +26,11 @@ final class EngineTests: XCTestCase {
         var bytes = packet
         var p = ParsedPacket()
         var trace = HitTrace()
-        var reply: [UInt8] = []
+        var emitted = Emitted()
         let d = bytes.withUnsafeMutableBytes { m in
-            e.process(frame: m, linkType: .ipv4, inInterface: iface.map { e.interfaceIndex($0)! }, parsed: &p, trace: &trace, reply: &reply)
+            e.process(frame: m, linkType: .ipv4, inInterface: iface.map { e.interfaceIndex($0)! }, parsed: &p, trace: &trace, emitted: &emitted)
         }
-        return Outcome(d: d, rules: trace.entries.map { e.describe(traceEntry: $0) }, frame: bytes, reply: reply)
+        return Outcome(d: d, rules: trace.entries.map { e.describe(traceEntry: $0) }, frame: bytes, reply: emitted.reply)
     }
 
     let lanHost = IPv4Address(192, 168, 1, 10)

@@ -32,11 +32,11 @@ final class ExtensionTests: XCTestCase {
         var bytes = packet
         var p = ParsedPacket()
         var trace = HitTrace(logging: true)
-        var reply: [UInt8] = []
+        var emitted = Emitted()
         let d = bytes.withUnsafeMutableBytes { m in
-            e.process(frame: m, linkType: .ipv4, inInterface: iface.map { e.interfaceIndex($0)! }, timestampNanos: t, parsed: &p, trace: &trace, reply: &reply)
+            e.process(frame: m, linkType: .ipv4, inInterface: iface.map { e.interfaceIndex($0)! }, timestampNanos: t, parsed: &p, trace: &trace, emitted: &emitted)
         }
-        return Out(d: d, rules: trace.entries.map { e.describe(traceEntry: $0) }, frame: bytes, reply: reply, logs: trace.logs)
+        return Out(d: d, rules: trace.entries.map { e.describe(traceEntry: $0) }, frame: bytes, reply: emitted.reply, logs: trace.logs)
     }
 
     func syn(_ dport: UInt16, from: IPv4Address? = nil, to: IPv4Address? = nil, ttl: UInt8 = 64, flags: TCPFlags = .syn) -> [UInt8] {
