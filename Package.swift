@@ -4,6 +4,7 @@ import PackageDescription
 // Dependency graph (one way):
 //   Diagnostics (file:line:column errors, tokenizer)
 //   Wire  <-  Capture
+//   Wire  <-  Conntrack
 //   Wire  <-  NetModel
 //   Wire  <-  Rules
 //   Wire, Rules  <-  Classifier
@@ -22,6 +23,7 @@ let package = Package(
         .library(name: "Classifier", targets: ["Classifier"]),
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "Replay", targets: ["Replay"]),
+        .library(name: "Conntrack", targets: ["Conntrack"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -43,6 +45,7 @@ let package = Package(
         .target(name: "NetModel", dependencies: ["Wire", "Diagnostics"]),
         .target(name: "Rules", dependencies: ["Wire", "Diagnostics"]),
         .target(name: "Classifier", dependencies: ["Wire", "Rules"]),
+        .target(name: "Conntrack", dependencies: ["Wire"]),
         .target(name: "Engine", dependencies: ["Wire", "Rules", "Classifier", "NetModel", "Diagnostics"]),
         .target(name: "Replay", dependencies: ["Engine", "Capture", "Wire", "Rules", "NetModel"]),
         .executableTarget(
@@ -59,6 +62,7 @@ let package = Package(
         .testTarget(name: "NetModelTests", dependencies: ["NetModel", "Wire", "Diagnostics"]),
         .testTarget(name: "RulesTests", dependencies: ["Rules", "Wire", "Diagnostics"]),
         .testTarget(name: "ClassifierTests", dependencies: ["Classifier", "Rules", "Wire"]),
+        .testTarget(name: "ConntrackTests", dependencies: ["Conntrack", "Wire"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Rules", "NetModel", "Wire", "Classifier", "Diagnostics"]),
         .testTarget(name: "NFQueueLibraryTests", dependencies: ["CNetfilterQueue"]),
         .testTarget(
