@@ -26,7 +26,7 @@ release: deps
 # rule set and network model, and prints a summary; outputs go to $(DEMO_OUT).
 demo: release
 	@echo "== sluice replay: captures/edge-eth0.pcap (eth0) + captures/edge-eth1.pcap (eth1), examples/edge/"
-	.build/release/sluice replay --rules examples/edge/filter.rules --network examples/edge/network \
+	.build/release/sluice replay --rules examples/edge/edge.rules --network examples/edge/network \
 	  --in eth0=captures/edge-eth0.pcap --in eth1=captures/edge-eth1.pcap --out $(DEMO_OUT)
 
 test: deps

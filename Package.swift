@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "Rules", dependencies: ["Wire", "Diagnostics"]),
         .target(name: "Classifier", dependencies: ["Wire", "Rules"]),
         .target(name: "Conntrack", dependencies: ["Wire"]),
-        .target(name: "Engine", dependencies: ["Wire", "Rules", "Classifier", "NetModel", "Diagnostics"]),
+        .target(name: "Engine", dependencies: ["Wire", "Rules", "Classifier", "NetModel", "Diagnostics", "Conntrack"]),
         .target(name: "Replay", dependencies: ["Engine", "Capture", "Wire", "Rules", "NetModel"]),
         .executableTarget(
             name: "sluice",
@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "RulesTests", dependencies: ["Rules", "Wire", "Diagnostics"]),
         .testTarget(name: "ClassifierTests", dependencies: ["Classifier", "Rules", "Wire"]),
         .testTarget(name: "ConntrackTests", dependencies: ["Conntrack", "Wire"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Rules", "NetModel", "Wire", "Classifier", "Diagnostics"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Rules", "NetModel", "Wire", "Classifier", "Diagnostics", "Conntrack"]),
         .testTarget(name: "NFQueueLibraryTests", dependencies: ["CNetfilterQueue"]),
         .testTarget(
             name: "ReplayTests",

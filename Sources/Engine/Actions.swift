@@ -20,6 +20,9 @@ enum TargetAction: Sendable {
     case copy(to: UInt32)
     /// VNS3 LOOKUP: route this packet by route table `table`.
     case lookup(table: UInt32)
+    case connmark(ConnmarkOp)
+    /// DNAT, SNAT, MASQUERADE, REDIRECT, NETMAP: set the NEW connection's binding and stop.
+    case nat(NATAction)
 }
 
 /// In-place header rewrites with RFC 1624 checksum updates.

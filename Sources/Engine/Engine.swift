@@ -1,4 +1,5 @@
 import Classifier
+import Conntrack
 import Diagnostics
 import NetModel
 import Rules
@@ -23,6 +24,16 @@ public struct EngineOptions: Sendable {
     public var ipsets = IPSetCollection()
     /// Seed of the generator behind `-m statistic --mode random` (replays are deterministic).
     public var seed: UInt64 = 0x5EED
+    /// Connection tracking: nil = on when the rule set needs it (the nat table, conntrack /
+    /// state / connmark matches, CONNMARK), as the kernel loads conntrack only then.
+    public var conntrack: Bool? = nil
+    /// Connection table size (the kernel's nf_conntrack_max on a big box).
+    public var conntrackCapacity = 262_144
+    public var conntrackTimeouts = Timeouts.kernelDefaults
+    /// nf_conntrack_checksum: TCP/UDP/ICMP checksums verified on PREROUTING; a bad one is INVALID.
+    public var conntrackChecksum = true
+    /// Fixed hash secret (tests); nil = random per process.
+    public var conntrackSecret: (UInt64, UInt64)? = nil
     public init() {}
 }
 
@@ -63,6 +74,12 @@ public struct Engine: Sendable {
     /// Network-model interface id per engine interface index (-1 when the model lacks it).
     let modelInterface: [Int]
     var stack: [(chain: Int32, next: Int32)] = []
+    /// The connection table; nil when conntrack is off.
+    public internal(set) var conntrack: ConnTable?
+    var fragments = FragmentMemory()
+    let conntrackChecksum: Bool
+    /// Index of the nat table in `tables`, if loaded.
+    let natTable: Int?
 
     public init(rules: RuleSet, network: NetworkModel, extraInterfaces: [String] = [], options: EngineOptions = EngineOptions()) throws(Diagnostic) {
         ruleSet = rules
@@ -104,6 +121,13 @@ public struct Engine: Sendable {
             tables.append(compiled)
         }
         self.tables = tables
+        natTable = tables.firstIndex { $0.name == .nat }
+        let needsCT = rules.tables.contains { t in
+            t.name == .nat || t.chains.contains { c in c.rules.contains { r in r.target.needsConntrack || r.match.extensions.contains(where: \.needsConntrack) } }
+        }
+        conntrack = (options.conntrack ?? needsCT)
+            ? ConnTable(capacity: options.conntrackCapacity, timeouts: options.conntrackTimeouts, secret: options.conntrackSecret) : nil
+        conntrackChecksum = options.conntrackChecksum
         self.residuals = residuals
         self.multiportRanges = ranges
         self.actions = actions
@@ -111,11 +135,13 @@ public struct Engine: Sendable {
         self.state = state
         var hooks: [[(table: Int32, chain: Int32)]] = []
         for h in Hook.allCases {
-            var list: [(table: Int32, chain: Int32)] = []
+            var list: [(table: Int32, chain: Int32, priority: Int)] = []
             for (ti, t) in tables.enumerated() {
-                if let c = t.chainNames.firstIndex(of: h.chainName), t.policies[c] != nil { list.append((Int32(ti), Int32(c))) }
+                if let c = t.chainNames.firstIndex(of: h.chainName), t.policies[c] != nil {
+                    list.append((Int32(ti), Int32(c), Self.priority(t.name, h)))
+                }
             }
-            hooks.append(list)
+            hooks.append(list.sorted { $0.priority < $1.priority }.map { ($0.table, $0.chain) })
         }
         hookChains = hooks
         rulePackets = Array(repeating: 0, count: Int(ruleID))
@@ -125,17 +151,22 @@ public struct Engine: Sendable {
         stack.reserveCapacity(64)
     }
 
-    /// What this version cannot evaluate yet is refused at load, naming the rule.
+    /// Netfilter hook priorities (NF_IP_PRI_*): raw -300, mangle -150, DNAT -100, filter 0,
+    /// security 50, SNAT 100. The nat table is DNAT at PREROUTING/OUTPUT, SNAT at INPUT/POSTROUTING.
+    static func priority(_ t: TableName, _ h: Hook) -> Int {
+        switch t {
+        case .raw: -300
+        case .mangle: -150
+        case .nat: h == .prerouting || h == .output ? -100 : 100
+        case .filter: 0
+        case .security: 50
+        }
+    }
+
+    /// What this version cannot evaluate is refused at load, naming the rule.
     static func checkSupported(_ t: Table) throws(Diagnostic) {
         for c in t.chains {
             for r in c.rules {
-                let at = { (what: String) -> Diagnostic in
-                    Diagnostic(file: r.origin.file, line: r.origin.line, column: 1,
-                               message: "\(what) needs connection tracking, which this version of Sluice does not have yet")
-                }
-                if t.name == .nat { throw at("the nat table (rule in \(c.name))") }
-                if let e = r.match.extensions.first(where: \.needsConntrack) { throw at("match '\(e.moduleName)'") }
-                if r.target.needsConntrack { throw at("target '\(r.target.name)'") }
                 if case .lookup(let name, _) = r.target, UInt32(name) == nil, !["main", "default", "local"].contains(name) {
                     throw Diagnostic(file: r.origin.file, line: r.origin.line, column: 1,
                                      message: "LOOKUP --table '\(name)': name the route table by number (as in the network model's 'ip route ... table N')")
@@ -209,8 +240,9 @@ public struct Engine: Sendable {
             case .nfacct: out.append(.constant(true))
             case .socket, .owner:
                 throw CompileError("\(where_): match '\(e.moduleName)' needs the box's sockets")
-            case .conntrack, .state, .connmark:
-                throw CompileError("\(where_): match '\(e.moduleName)' needs connection tracking")
+            case .state(let st): out.append(.ctState(st.value, invert: st.invert))
+            case .connmark(let m): out.append(.connmark(m.value, invert: m.invert))
+            case .conntrack(let x): out.append(.conntrack(x))
             }
         }
     }
@@ -229,6 +261,12 @@ public struct Engine: Sendable {
         case .lookup(let name, _):
             let n: UInt32 = UInt32(name) ?? (name == "main" ? 254 : name == "local" ? 255 : 253)
             return .lookup(table: n)
+        case .connmark(let op): return .connmark(op)
+        case .dnat(let rs, let f): return .nat(.dnat(rs, f))
+        case .snat(let rs, let f): return .nat(.snat(rs, f))
+        case .masquerade(let p, let f): return .nat(.masquerade(p.map { [$0] } ?? [], f))
+        case .redirect(let p, let f): return .nat(.redirect(p.map { [$0] } ?? [], f))
+        case .netmap(let prefix): return .nat(.netmap(prefix))
         default: throw CompileError("\(r.origin.file):\(r.origin.line): target '\(r.target.name)' is not available in this version")
         }
     }
@@ -289,6 +327,8 @@ public struct Engine: Sendable {
         var ctx = PacketContext(frame: frame, l3: l3, bytes: bytes, now: timestampNanos, l4: Int(p.l4Offset),
                                 capturedEnd: l3 + Int(p.ipCapturedLength))
         ctx.capacity = max(frame.count, capacity ?? frame.count)
+        ctx.recordNAT = trace.logging || trace.detailed
+        ctx.parsed = p
         ctx.untrimmed = !p.captureTruncated && l3 + Int(p.ipTotalLength) == frame.count
 
         if let iif = inInterface {
@@ -297,22 +337,22 @@ public struct Engine: Sendable {
             let martianSource = p.source >> 24 == 127 && iif != loopback || p.source >> 28 == 0xE || p.source == 0xFFFF_FFFF
                 || network.isLocal(p.source) && iif != loopback
             if !runHook(.prerouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
-            if martianSource { d.reason = .martianSource; return count(d) }
+            if martianSource { d.reason = .martianSource; return finish(d, ctx) }
             if p.destination >> 24 == 0 || p.destination >> 24 == 127 && iif != loopback {
-                d.reason = .martianDestination; return count(d)
+                d.reason = .martianDestination; return finish(d, ctx)
             }
-            if p.hasIPOptions, let reason = sourceRouteCheck(ctx) { d.reason = reason; return count(d) }
+            if p.hasIPOptions, let reason = sourceRouteCheck(ctx) { d.reason = reason; return finish(d, ctx) }
             let decision: RouteDecision
             if p.destination >> 28 == 0xE {
                 // Multicast: delivered when the box is in the group: all-hosts (224.0.0.1) always,
                 // and IGMP in 224.0.0.0/24; no multicast routing.
                 let joined = p.destination == 0xE000_0001 || (p.destination >> 8 == 0xE00000 && p.proto == IPProtocol.igmp)
-                if !joined { d.reason = .noRoute; if trace.detailed { trace.lines.append("route: multicast group not joined: drop") }; return count(d) }
+                if !joined { d.reason = .noRoute; if trace.detailed { trace.lines.append("route: multicast group not joined: drop") }; return finish(d, ctx) }
                 decision = .local(interface: modelID(iif))
             } else if let table = ctx.lookupTable {
-                decision = network.route(destination: p.destination, inTable: table)
+                decision = network.route(destination: f.destination, inTable: table)
             } else {
-                decision = network.route(destination: p.destination, source: p.source, inputInterface: modelID(iif), mark: f.mark, tos: f.tos)
+                decision = network.route(destination: f.destination, source: f.source, inputInterface: modelID(iif), mark: f.mark, tos: f.tos)
             }
             if trace.detailed { trace.lines.append("route: \(describe(decision)) (mark \(hex(f.mark)))") }
             switch decision {
@@ -320,11 +360,12 @@ public struct Engine: Sendable {
                 if !runHook(.input, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 d.kind = .local
                 d.mark = f.mark
-                return count(d)
+                return finish(d, ctx)
             case .unicast(let oif, let gw):
-                guard network.ipForward else { d.reason = .forwardingDisabled; return count(d) }
+                ctx.nextHop = gw ?? f.destination
+                guard network.ipForward else { d.reason = .forwardingDisabled; return finish(d, ctx) }
                 // ip_forward: only frames addressed to this host (not link broadcast/multicast).
-                guard f.packetType == 0 || !f.hasMAC else { d.reason = .linkNotUnicast; return count(d) }
+                guard f.packetType == 0 || !f.hasMAC else { d.reason = .linkNotUnicast; return finish(d, ctx) }
                 let out = engineIndex(oif)
                 guard f.ttl > 1 else {
                     d.reason = .ttlExceeded
@@ -332,33 +373,33 @@ public struct Engine: Sendable {
                     let src = replySource(to: p.source)
                     Replies.icmpError(original: ctx.ip, source: src, type: ICMPType.timeExceeded, code: 0, into: &emitted.reply)
                     d.generatedOut = sendReply(&emitted.reply, trace: &trace)
-                    return count(d)
+                    return finish(d, ctx)
                 }
                 // ip_forward decrements the TTL before the FORWARD hook.
                 f.ttl -= 1
                 Rewrite.setTTL(frame, l3: l3, f.ttl)
                 f.outInterface = out
                 if !runHook(.forward, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
-                if p.hasIPOptions { forwardOptions(ctx, outInterface: oif, gateway: gw ?? p.destination) }
+                if p.hasIPOptions { forwardOptions(ctx, outInterface: oif, gateway: gw ?? f.destination) }
                 if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 d.kind = .forwarded
                 d.outInterface = out
                 d.mark = f.mark
                 noteGrowth(ctx, &d, &p)
-                return count(d)
+                return finish(d, ctx)
             case .blackhole: d.reason = .blackhole
             case .unreachable: d.reason = .unreachable
             case .prohibit: d.reason = .prohibit
             case .noRoute: d.reason = .noRoute
             }
-            return count(d)
+            return finish(d, ctx)
         }
 
         // Locally generated: routing decision -> OUTPUT -> (re-route) -> POSTROUTING.
         if trace.detailed { trace.lines.append("local out: \(describe(p))") }
         let first = network.route(destination: p.destination, source: p.source, inputInterface: nil, mark: 0, tos: p.tos)
         if trace.detailed { trace.lines.append("route: \(describe(first))") }
-        guard case .unicast(let oif0, _) = first else {
+        guard case .unicast(let oif0, let gw0) = first else {
             if case .local = first {
                 f.outInterface = loopback
                 if !runHook(.output, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
@@ -369,28 +410,31 @@ public struct Engine: Sendable {
                 if !runHook(.input, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 d.kind = .local
                 d.mark = f.mark
-                return count(d)
+                return finish(d, ctx)
             }
             d.reason = first == .blackhole ? .blackhole : first == .unreachable ? .unreachable : first == .prohibit ? .prohibit : .noRoute
-            return count(d)
+            return finish(d, ctx)
         }
         f.outInterface = engineIndex(oif0)
+        ctx.nextHop = gw0 ?? p.destination
         let markBefore = f.mark
+        let destinationBefore = f.destination
         if !runHook(.output, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
-        if f.mark != markBefore || ctx.lookupTable != nil {
+        if f.mark != markBefore || ctx.lookupTable != nil || f.destination != destinationBefore {
             // ip_route_me_harder: a mark set in OUTPUT can pick another route (LOOKUP: its table).
             let again = ctx.lookupTable.map { network.route(destination: p.destination, inTable: $0) }
-                ?? network.route(destination: p.destination, source: p.source, inputInterface: nil, mark: f.mark, tos: f.tos)
+                ?? network.route(destination: f.destination, source: f.source, inputInterface: nil, mark: f.mark, tos: f.tos)
             if trace.detailed { trace.lines.append("re-route (mark \(hex(f.mark))): \(describe(again))") }
-            guard case .unicast(let oif, _) = again else { d.reason = .noRoute; return count(d) }
+            guard case .unicast(let oif, let gw) = again else { d.reason = .noRoute; return finish(d, ctx) }
             f.outInterface = engineIndex(oif)
+            ctx.nextHop = gw ?? f.destination
         }
         if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
         d.kind = .sent
         d.outInterface = f.outInterface
         d.mark = f.mark
         noteGrowth(ctx, &d, &p)
-        return count(d)
+        return finish(d, ctx)
     }
 
     /// A target made the packet longer: the caller writes `frame.count + grown` bytes.
@@ -418,7 +462,7 @@ public struct Engine: Sendable {
             }
             if made { d.generatedOut = sendReply(&emitted.reply, trace: &trace) }
         }
-        return count(d)
+        return finish(d, ctx)
     }
 
     /// Routes a reply the box sends and runs it through OUTPUT and POSTROUTING; returns the
@@ -444,6 +488,18 @@ public struct Engine: Sendable {
     func replySource(to destination: UInt32) -> UInt32 {
         guard case .unicast(let oif, let gw) = network.route(destination: destination, inputInterface: nil) else { return 0 }
         return network.sourceAddress(for: oif, gateway: gw ?? destination) ?? 0
+    }
+
+    /// Final bookkeeping for a packet with conntrack context: confirm or forget the connection
+    /// it created, and report its state.
+    mutating func finish(_ d0: Decision, _ ctx: PacketContext) -> Decision {
+        var d = d0
+        if conntrack != nil && ctx.ct.looked {
+            if d.kind == .dropped || d.kind == .rejected { conntrackAbort(ctx) } else { conntrackConfirm(ctx) }
+            d.ct = ctx.ct.state
+            d.natText = ctx.natText
+        }
+        return count(d)
     }
 
     @inline(__always)
@@ -502,6 +558,19 @@ struct PacketContext {
     var untracked = false
     /// Set by LOOKUP: the route table to use instead of the policy rules.
     var lookupTable: UInt32? = nil
+    /// Conntrack's view of the packet.
+    var ct = CTInfo()
+    /// The hook whose nat chain is running (NETMAP's direction).
+    var natHook: Hook? = nil
+    /// Next hop of the routing decision (MASQUERADE's source address choice).
+    var nextHop: UInt32 = 0
+    var innerRewritten = false
+    var natApplied = false
+    /// Keep a text of the rewrites (replay's `nat` field); off on the hot path.
+    var recordNAT = false
+    var natText = ""
+    /// The parse of the packet (conntrack needs its tuple and flags).
+    var parsed = ParsedPacket()
     /// Bytes usable from the frame's start; `grown`: bytes a target added at the end.
     var capacity = 0
     var grown = 0

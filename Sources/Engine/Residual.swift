@@ -28,6 +28,9 @@ enum ResidualMatch: Sendable {
     case pkttype(UInt8, invert: Bool)
     case set(index: Int32, source: Bool, invert: Bool)
     case constant(Bool)
+    case ctState(CtState, invert: Bool)
+    case connmark(MarkMask, invert: Bool)
+    case conntrack(ConntrackMatch)
 }
 
 /// Per-rule state of stateful matches, in flat arrays.

@@ -1,4 +1,5 @@
 import Classifier
+import Conntrack
 import NetModel
 import Rules
 import Wire
@@ -10,10 +11,23 @@ extension Engine {
     mutating func runHook(_ hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace, d: inout Decision,
                           emitted: inout Emitted) -> Bool {
         let list = hookChains[Int(hook.rawValue)]
+        // Conntrack runs after the raw table at PREROUTING and OUTPUT (priority -200).
+        let tracks = conntrack != nil && (hook == .prerouting || hook == .output) && !ctx.ct.looked
         for k in list.indices {
             let (t, c) = list[k]
-            if trace.detailed { trace.lines.append("  \(hook.chainName) \(tables[Int(t)].name.rawValue)") }
+            let name = tables[Int(t)].name
+            if tracks && name != .raw && !ctx.ct.looked {
+                conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting, trace: &trace)
+            }
+            if name == .nat {
+                if !natStep(table: Int(t), chain: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
+                continue
+            }
+            if trace.detailed { trace.lines.append("  \(hook.chainName) \(name.rawValue)") }
             if !runChain(table: Int(t), builtin: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
+        }
+        if tracks && !ctx.ct.looked {
+            conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting, trace: &trace)
         }
         return true
     }
@@ -71,11 +85,13 @@ extension Engine {
             case .goto(let c):
                 chain = c; next = 0
             case .action(let a):
-                if !apply(actions[Int(a)], hook: hook, &f, &ctx, trace: &trace, emitted: &emitted) {
+                switch apply(actions[Int(a)], hook: hook, &f, &ctx, trace: &trace, emitted: &emitted) {
+                case .next: next = Int32(i) + 1
+                case .accept: return true
+                case .reject:
                     d.kind = .rejected; d.reason = .rule; d.decidedBy = r.id
                     return false
                 }
-                next = Int32(i) + 1
             }
         }
     }
@@ -104,6 +120,8 @@ extension Engine {
             case .checksumFill: "CHECKSUM (continue)"
             case .notrack: "NOTRACK (continue)"
             case .copy(let to): "COPY to \(IPv4Address(to)) (continue)"
+            case .connmark: "CONNMARK (continue)"
+            case .nat(let n): "\(n)"
             case .lookup(let t): "LOOKUP table \(t) (continue)"
             }
         }
@@ -124,13 +142,28 @@ extension Engine {
         return true
     }
 
-    /// Applies a non-jump target. Returns false for REJECT (the packet ends here).
+    enum ActionResult { case next, accept, reject }
+
+    /// Applies a non-jump target: most go on to the next rule (XT_CONTINUE); REJECT ends the
+    /// packet; NAT targets set the binding and end the nat chain (NF_ACCEPT).
     mutating func apply(_ a: TargetAction, hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace,
-                        emitted: inout Emitted) -> Bool {
+                        emitted: inout Emitted) -> ActionResult {
         switch a {
         case .reject(let w):
             ctx.rejectWith = w
-            return false
+            return .reject
+        case .nat(let n):
+            bind(n, f, &ctx, trace: &trace)
+            return .accept
+        case .connmark(let op):
+            guard conntrack != nil, ctx.ct.index >= 0 else { break }
+            var c = conntrack![ctx.ct.index]
+            switch op {
+            case .setXMark(let v, let m): c.mark = (c.mark & ~m) ^ v
+            case .save(let nf, let ctm): c.mark = (c.mark & ~ctm) ^ (f.mark & nf)
+            case .restore(let nf, let ctm): f.mark = (f.mark & ~nf) ^ (c.mark & ctm)
+            }
+            conntrack![ctx.ct.index] = c
         case .log(let o):
             if trace.logging { trace.logs.append(logLine(o, f, ctx)) }
         case .mark(let v, let m):
@@ -177,7 +210,7 @@ extension Engine {
         case .lookup(let table):
             ctx.lookupTable = table
         }
-        return true
+        return .next
     }
 
     /// TCPMSS on a SYN without an MSS option (tcpmss_mangle_packet): when the segment carries no
@@ -310,7 +343,53 @@ extension Engine {
         case .set(let idx, let src, let inv):
             return b(sets[Int(idx)].contains(src ? f.source : f.destination) != inv)
         case .constant(let v): return b(v)
+        case .ctState(let want, let inv): return b(!ctStateBits(ctx).intersection(want).isEmpty != inv)
+        case .connmark(let mm, let inv):
+            guard let ct = conntrack, ctx.ct.index >= 0 else { return b(inv) }
+            return b(mm.matches(ct[ctx.ct.index].mark) != inv)
+        case .conntrack(let x): return b(conntrackMatch(x, ctx))
         }
+    }
+
+    /// xt_conntrack's state bits: the packet's state plus SNAT/DNAT when the connection has them.
+    func ctStateBits(_ ctx: PacketContext) -> CtState {
+        var s = ctx.ct.state
+        if s.isEmpty { s = .invalid }
+        if let ct = conntrack, ctx.ct.index >= 0 {
+            let st = ct[ctx.ct.index].status
+            if st.contains(.srcNAT) { s.insert(.snat) }
+            if st.contains(.dstNAT) { s.insert(.dnat) }
+        }
+        return s
+    }
+
+    /// xt_conntrack: every option given must hold (each with its own `!`).
+    func conntrackMatch(_ x: ConntrackMatch, _ ctx: PacketContext) -> Bool {
+        if let st = x.state, ctStateBits(ctx).intersection(st.value).isEmpty != st.invert { return false }
+        guard let ct = conntrack, ctx.ct.index >= 0 else {
+            // No connection: only a state match can hold.
+            return x.status == nil && x.proto == nil && x.origSource == nil && x.origDestination == nil && x.replySource == nil
+                && x.replyDestination == nil && x.origSourcePort == nil && x.origDestinationPort == nil && x.replySourcePort == nil
+                && x.replyDestinationPort == nil && x.directionReply == nil
+        }
+        let c = ct[ctx.ct.index]
+        if let v = x.status {
+            var s = CtStatus()
+            if c.status.contains(.expected) { s.insert(.expected) }
+            if c.status.contains(.seenReply) { s.insert(.seenReply) }
+            if c.status.contains(.assured) { s.insert(.assured) }
+            if c.status.contains(.confirmed) { s.insert(.confirmed) }
+            if s.intersection(v.value).isEmpty == !v.invert && !(v.value.isEmpty && s.isEmpty) { return false }
+        }
+        if let v = x.proto, (c.original.proto == v.value) == v.invert { return false }
+        func addr(_ m: Inverted<IPv4Prefix>?, _ a: UInt32) -> Bool { m.map { $0.value.contains(a) != $0.invert } ?? true }
+        func port(_ m: Inverted<PortRange>?, _ p: UInt16) -> Bool { m.map { $0.value.contains(p) != $0.invert } ?? true }
+        guard addr(x.origSource, c.original.source), addr(x.origDestination, c.original.destination),
+              addr(x.replySource, c.reply.source), addr(x.replyDestination, c.reply.destination),
+              port(x.origSourcePort, c.original.sourcePort), port(x.origDestinationPort, c.original.destinationPort),
+              port(x.replySourcePort, c.reply.sourcePort), port(x.replyDestinationPort, c.reply.destinationPort) else { return false }
+        if let dir = x.directionReply, dir != ctx.ct.reply { return false }
+        return true
     }
 
     /// xt_recent's recent_mt: --set creates or stamps the entry and matches; --remove drops it

@@ -1,3 +1,4 @@
+import Rules
 import Wire
 
 /// What became of a packet.
@@ -81,6 +82,10 @@ public struct Decision: Sendable {
     public var mark: UInt32 = 0
     /// Bytes a target added to the frame (TCPMSS inserting an option); 0 almost always.
     public var grown: Int = 0
+    /// Conntrack state of the packet (nil when conntrack is off).
+    public var ct: CtState? = nil
+    /// The NAT rewrites applied, as text (replay and trace only; empty otherwise).
+    public var natText: String = ""
 
     public init() {}
 }

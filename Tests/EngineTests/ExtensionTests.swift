@@ -246,9 +246,10 @@ final class ExtensionTests: XCTestCase {
         }
     }
 
-    func testConntrackFeaturesAreRefusedAtLoadWithTheirLine() {
-        XCTAssertThrowsError(try engine("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m state --state NEW\nCOMMIT\n")) { err in
-            XCTAssertEqual((err as? Diagnostic)?.description, "t.rules:3:1: match 'state' needs connection tracking, which this version of Sluice does not have yet")
+    func testSocketMatchesAreRefusedAtLoadWithTheirLine() {
+        XCTAssertThrowsError(try engine("*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -m owner --uid-owner 0 -j ACCEPT\nCOMMIT\n")) { err in
+            XCTAssertEqual((err as? Diagnostic)?.description,
+                           "t.rules:3:1: match 'owner' needs the box's sockets, which a capture does not carry; Sluice cannot evaluate it")
         }
     }
 }

@@ -19,15 +19,25 @@ final class ReplayTests: XCTestCase {
     /// committed verdicts, output packets and counters. Run with SLUICE_UPDATE_GOLDEN=1 to
     /// rewrite them after a deliberate change (then review the diff).
     func testGoldenEdgeReplay() throws {
+        try golden(rules: "examples/edge/filter.rules", dir: "edge", files: ["verdicts.jsonl", "eth0.pcap", "local.pcap", "counters.rules", "conntrack.txt", "log.txt"])
+    }
+
+    /// The stateful demo: conntrack, a DNAT port forward, MASQUERADE (the same rules agree with
+    /// the kernel in KernelDifferentialTests).
+    func testGoldenStatefulEdgeReplay() throws {
+        try golden(rules: "examples/edge/edge.rules", dir: "edge-nat",
+                   files: ["verdicts.jsonl", "eth0.pcap", "eth1.pcap", "local.pcap", "counters.rules", "conntrack.txt", "log.txt"])
+    }
+
+    func golden(rules: String, dir: String, files: [String]) throws {
         let out = try tempDir() + "/nested/out"  // created with its parents
         let summary = try Replayer.run(ReplayOptions(
-            rulesPath: repo("examples/edge/filter.rules"), networkPath: repo("examples/edge/network"),
+            rulesPath: repo(rules), networkPath: repo("examples/edge/network"),
             inputs: [ReplayInput(interface: "eth0", path: repo("captures/edge-eth0.pcap")),
                      ReplayInput(interface: "eth1", path: repo("captures/edge-eth1.pcap"))],
             outDir: out))
         XCTAssertEqual(summary.packets, 42)
-        let golden = Self.repoRoot.appendingPathComponent("Tests/ReplayTests/Golden/edge")
-        let files = ["verdicts.jsonl", "eth0.pcap", "local.pcap", "counters.rules", "conntrack.txt", "log.txt"]
+        let golden = Self.repoRoot.appendingPathComponent("Tests/ReplayTests/Golden/\(dir)")
         XCTAssertEqual(summary.outputs, files.sorted())
         for f in files {
             let got = try Data(contentsOf: URL(fileURLWithPath: out + "/" + f))
