@@ -27,6 +27,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -47,7 +48,8 @@ let package = Package(
         .target(name: "Classifier", dependencies: ["Wire", "Rules"]),
         .target(name: "Conntrack", dependencies: ["Wire"]),
         .target(name: "Engine", dependencies: ["Wire", "Rules", "Classifier", "NetModel", "Diagnostics", "Conntrack"]),
-        .target(name: "Replay", dependencies: ["Engine", "Capture", "Wire", "Rules", "NetModel"]),
+        .target(name: "Replay", dependencies: ["Engine", "Capture", "Wire", "Rules", "NetModel",
+                                               .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "sluice",
             dependencies: [

@@ -165,7 +165,7 @@ extension Engine {
             }
             conntrack![ctx.ct.index] = c
         case .log(let o):
-            if trace.logging { trace.logs.append(logLine(o, f, ctx)) }
+            if trace.logging { trace.logs.append(logLine(o, f, ctx)); trace.logLevels.append(o.level) }
         case .mark(let v, let m):
             f.mark = (f.mark & ~m) ^ v
         case .ttl(let op):

@@ -99,6 +99,8 @@ public struct HitTrace: Sendable {
     public var detailed = false
     public var lines: [String] = []
     public var logs: [String] = []
+    /// Syslog level (--log-level) of each entry of `logs`.
+    public var logLevels: [UInt8] = []
     public var logging = false
 
     public init(detailed: Bool = false, logging: Bool = false) {
@@ -109,7 +111,7 @@ public struct HitTrace: Sendable {
     @inlinable public mutating func clear() {
         entries.removeAll(keepingCapacity: true)
         if detailed { lines.removeAll(keepingCapacity: true) }
-        if logging { logs.removeAll(keepingCapacity: true) }
+        if logging { logs.removeAll(keepingCapacity: true); logLevels.removeAll(keepingCapacity: true) }
     }
     @inlinable public mutating func rule(_ id: Int32) { entries.append(id) }
     @inlinable public mutating func policy(_ chain: Int32) { entries.append(-(chain + 1)) }

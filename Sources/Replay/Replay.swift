@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Capture
+import Logging
 import Diagnostics
 import Engine
 import NetModel
@@ -24,6 +25,9 @@ public struct ReplayOptions: Sendable {
     public var ipsetsPath: String?
     /// Input packets (0-based merged index) whose full path is traced into `trace.txt`.
     public var traceIndices: Set<Int> = []
+    /// Engine settings (connection table size, checksum verification, seed); `ipsetsPath`
+    /// fills its sets.
+    public var engine = EngineOptions()
     public var inputs: [ReplayInput]
     public var outDir: String
     /// Show progress on stderr (the caller passes isatty(2)).
@@ -70,7 +74,7 @@ public enum Replayer {
         for i in o.inputs {
             do { files.append(try CaptureFile.open(path: i.path)) } catch { throw ReplayError("\(error)") }
         }
-        var options = EngineOptions()
+        var options = o.engine
         if let ip = o.ipsetsPath { options.ipsets = try IPSetCollection.load(path: ip) }
         var engine = try Engine(rules: rules, network: network, extraInterfaces: o.inputs.map(\.interface), options: options)
         var inIndex: [Int16?] = []
@@ -109,6 +113,7 @@ public enum Replayer {
         var emitted = Emitted()
         var copyWriters: [UInt32: PcapWriter] = [:]
         let logFile = try TextFile(path: o.outDir + "/log.txt")
+        let logger = Logger(label: "sluice.log", factory: { _ in LogFileHandler(file: logFile) })
         let traceFile = o.traceIndices.isEmpty ? nil : try TextFile(path: o.outDir + "/trace.txt")
         var cursor = [Int](repeating: 0, count: files.count)
         let total = files.reduce(0) { $0 + $1.records.count }
@@ -193,7 +198,9 @@ public enum Replayer {
                 outs.append(name)
                 summary.outPerInterface[name, default: 0] += 1
             }
-            for l in trace.logs { try logFile.write("\(index) \(l)\n") }
+            for (k, l) in trace.logs.enumerated() {
+                logger.log(level: Logger.Level(syslog: Int(trace.logLevels[k])), "\(l)", metadata: ["packet": "\(index)"])
+            }
             if trace.detailed, let traceFile {
                 try traceFile.write("packet \(index):\n" + trace.lines.map { $0 + "\n" }.joined() + "verdict: \(d.kind.name)\n\n")
             }

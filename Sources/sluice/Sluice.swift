@@ -92,6 +92,12 @@ struct ReplayCommand: ParsableCommand {
     @Option(name: .long, help: "Trace packet N (0-based, merged input order) hook by hook into DIR/trace.txt. Repeatable.")
     var trace: [Int] = []
 
+    @Option(name: .customLong("conntrack-max"), help: "Connection table size (default 262144, like nf_conntrack_max).")
+    var conntrackMax: Int = 262_144
+
+    @Flag(name: .customLong("no-conntrack-checksum"), help: "Do not verify L4 checksums in conntrack (nf_conntrack_checksum=0): for captures taken with checksum offload.")
+    var noConntrackChecksum = false
+
     func run() throws {
         guard !rules.isEmpty else { fail("--rules RULES is needed") }
         let set = ruleOptions.load(rules)
@@ -112,6 +118,9 @@ struct ReplayCommand: ParsableCommand {
                                         progress: isatty(2) != 0, ipsetsPath: ipsets)
             options.ruleSet = set
             options.traceIndices = Set(trace)
+            guard conntrackMax >= 16 else { fail("--conntrack-max must be at least 16") }
+            options.engine.conntrackCapacity = conntrackMax
+            options.engine.conntrackChecksum = !noConntrackChecksum
             summary = try Replayer.run(options)
         } catch let d as Diagnostic {
             fail(d.description)
