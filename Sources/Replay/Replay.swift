@@ -52,6 +52,9 @@ public struct ReplaySummary: Sendable {
     /// (rule text as in iptables-save, packets), most hit first.
     public var topRules: [(rule: String, packets: UInt64)] = []
     public var outputs: [String] = []
+    /// Live connections at the end (nil when conntrack was off), and how many were evicted.
+    public var connections: Int? = nil
+    public var evicted = 0
     public var warnings: [String] = []
     public var seconds: Double = 0
 }
@@ -230,6 +233,10 @@ public enum Replayer {
         // The final connection table, `conntrack -L` style, timeouts as of the last packet.
         let ct = try TextFile(path: o.outDir + "/conntrack.txt")
         try ct.write(engine.conntrackListing(now: lastTimestamp))
+        if let table = engine.conntrack {
+            summary.connections = table.liveIndices(now: lastTimestamp).count
+            summary.evicted = Int(table.evicted)
+        }
         try ct.close()
         let counted = engine.ruleSetWithCounters
         let cf = try TextFile(path: o.outDir + "/counters.rules")

@@ -151,6 +151,7 @@ enum SummaryReport {
         o += "out per interface:\n"
         if s.outPerInterface.isEmpty { o += "  (none)\n" }
         for (k, v) in s.outPerInterface.sorted(by: { $0.key < $1.key }) { o += "  \(pad(k, 10)) \(v)\n" }
+        if let n = s.connections { o += "connections at the end: \(n)\(s.evicted > 0 ? " (\(s.evicted) evicted when the table was full)" : "") (conntrack.txt)\n" }
         o += "top rules hit:\n"
         if s.topRules.isEmpty { o += "  (none)\n" }
         for r in s.topRules.prefix(10) { o += "  \(pad(String(r.packets), 8)) \(r.rule)\n" }
