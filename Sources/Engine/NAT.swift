@@ -39,8 +39,9 @@ enum NATRewrite {
             }
             f.setBE16(portOff, port)
         case IPProtocol.icmp:
-            // Queries carry the identifier that conntrack keys on: the "port" of the source side.
-            guard manip == .source, l4 + 8 <= capturedEnd else { return }
+            // Queries carry the identifier conntrack keys on; nf_nat_icmp_manip_pkt sets it from the
+            // target tuple for either manip type.
+            guard l4 + 8 <= capturedEnd else { return }
             let type = f[l4]
             guard ICMPType.isQuery(type) else { return }
             let oldID = f.be16(l4 + 4)

@@ -163,16 +163,21 @@ extension Engine {
             NATRewrite.apply(ctx.frame, l3: ctx.l3, l4: ctx.l4, capturedEnd: ctx.capturedEnd, proto: f.proto,
                              l4Present: f.hasL4 && !f.laterFragment, manip: manip, address: addr, port: port)
         }
+        let showPort = f.hasL4 && !ctx.ct.related
         if manip == .source {
             if trace.detailed { trace.lines.append("  nat: source -> \(IPv4Address(addr)):\(port)") }
-            if ctx.recordNAT { ctx.natText += "src \(IPv4Address(f.source))\(f.hasL4 && !ctx.ct.related ? ":\(f.sourcePort)" : "") -> \(IPv4Address(addr))\(f.hasL4 && !ctx.ct.related ? ":\(port)" : ""); " }
+            if ctx.recordNAT { ctx.natText += "src \(IPv4Address(f.source))\(showPort ? ":\(f.sourcePort)" : "") -> \(IPv4Address(addr))\(showPort ? ":\(port)" : ""); " }
             f.source = addr
-            if f.hasL4 && !ctx.ct.related { f.sourcePort = port }
+            if showPort { f.sourcePort = port }
         } else {
             if trace.detailed { trace.lines.append("  nat: destination -> \(IPv4Address(addr)):\(port)") }
-            if ctx.recordNAT { ctx.natText += "dst \(IPv4Address(f.destination))\(f.hasL4 && !ctx.ct.related ? ":\(f.destinationPort)" : "") -> \(IPv4Address(addr))\(f.hasL4 && !ctx.ct.related ? ":\(port)" : ""); " }
+            // ICMP queries: the "port" is the identifier (the parse keeps the sequence number in
+            // destinationPort), so print the id on both sides.
+            let oldPort = isICMP ? f.sourcePort : f.destinationPort
+            if ctx.recordNAT { ctx.natText += "dst \(IPv4Address(f.destination))\(showPort ? ":\(oldPort)" : "") -> \(IPv4Address(addr))\(showPort ? ":\(port)" : ""); " }
             f.destination = addr
-            if f.hasL4 && !ctx.ct.related && !isICMP { f.destinationPort = port }
+            if showPort && !isICMP { f.destinationPort = port }
+            if showPort && isICMP { f.sourcePort = port }  // the echo reply's id back to the original
         }
         ctx.natApplied = true
     }
