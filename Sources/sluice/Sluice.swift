@@ -95,6 +95,9 @@ struct ReplayCommand: ParsableCommand {
     @Option(name: .customLong("conntrack-max"), help: "Connection table size (default 262144, like nf_conntrack_max).")
     var conntrackMax: Int = 262_144
 
+    @Option(name: .customLong("conntrack-timeout"), help: "NAME=SECONDS, e.g. tcp_established=3600 (names as net.netfilter.nf_conntrack_*_timeout: tcp_syn_sent, tcp_syn_recv, tcp_established, tcp_fin_wait, tcp_close_wait, tcp_last_ack, tcp_time_wait, tcp_close, udp, udp_stream, icmp, generic). Repeatable.")
+    var conntrackTimeouts: [String] = []
+
     @Flag(name: .customLong("no-conntrack-checksum"), help: "Do not verify L4 checksums in conntrack (nf_conntrack_checksum=0): for captures taken with checksum offload.")
     var noConntrackChecksum = false
 
@@ -121,6 +124,28 @@ struct ReplayCommand: ParsableCommand {
             guard conntrackMax >= 16 else { fail("--conntrack-max must be at least 16") }
             options.engine.conntrackCapacity = conntrackMax
             options.engine.conntrackChecksum = !noConntrackChecksum
+            for spec in conntrackTimeouts {
+                let parts = spec.split(separator: "=")
+                guard parts.count == 2, let secs = Int64(parts[1]), secs > 0 else { fail("--conntrack-timeout expects NAME=SECONDS, got '\(spec)'") }
+                let ns = secs * 1_000_000_000
+                var t = options.engine.conntrackTimeouts
+                switch parts[0] {
+                case "tcp_syn_sent": t.tcpSynSent = ns
+                case "tcp_syn_recv": t.tcpSynRecv = ns
+                case "tcp_established": t.tcpEstablished = ns
+                case "tcp_fin_wait": t.tcpFinWait = ns
+                case "tcp_close_wait": t.tcpCloseWait = ns
+                case "tcp_last_ack": t.tcpLastAck = ns
+                case "tcp_time_wait": t.tcpTimeWait = ns
+                case "tcp_close": t.tcpClose = ns
+                case "udp": t.udp = ns
+                case "udp_stream": t.udpStream = ns
+                case "icmp": t.icmp = ns
+                case "generic": t.generic = ns
+                default: fail("--conntrack-timeout: unknown timeout '\(parts[0])'")
+                }
+                options.engine.conntrackTimeouts = t
+            }
             summary = try Replayer.run(options)
         } catch let d as Diagnostic {
             fail(d.description)
