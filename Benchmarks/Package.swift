@@ -2,9 +2,11 @@
 import PackageDescription
 
 // A separate package so that the root package does not depend on package-benchmark (and its
-// malloc interposer). Depends on the root package's `Wire` and `Capture` products only.
+// malloc interposer). Depends on the root package's `Wire`, `Capture` and `Conntrack` products only.
 //
 //   cd Benchmarks && swift package benchmark --target WireBenchmarks
+//   cd Benchmarks && swift package benchmark --target ConntrackBenchmarks
+//   cd Benchmarks && swift run -c release ConntrackMemory      # RSS of a 1M-connection table, once
 //
 // See docs/benchmarks.md for the recorded figures and the threshold workflow.
 let package = Package(
@@ -30,6 +32,30 @@ let package = Package(
             plugins: [
                 .plugin(name: "BenchmarkPlugin", package: "benchmark"),
             ]
+        ),
+        .executableTarget(
+            name: "ConntrackBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Conntrack", package: "Sluice"),
+                .product(name: "Wire", package: "Sluice"),
+            ],
+            path: "Benchmarks/ConntrackBenchmarks",
+            plugins: [
+                .plugin(name: "BenchmarkPlugin", package: "benchmark"),
+            ]
+        ),
+        // Not a package-benchmark suite: one process that fills a 1M-connection table and reads
+        // VmRSS/VmHWM from /proc/self/status. Kept out of the suite because peakMemoryResident's
+        // sampling thread allocates and would break the suite's mallocCountTotal = 0.
+        // Outside Benchmarks/: the plugin runs every executable target found there as a suite.
+        .executableTarget(
+            name: "ConntrackMemory",
+            dependencies: [
+                .product(name: "Conntrack", package: "Sluice"),
+                .product(name: "Wire", package: "Sluice"),
+            ],
+            path: "Tools/ConntrackMemory"
         ),
     ]
 )
