@@ -69,16 +69,7 @@ struct ReplayCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Rule file (iptables-restore, iptables command lines or vns3). Repeat it to apply several cmds scripts in order.")
-    var rules: [String] = []
-
-    @OptionGroup var ruleOptions: RuleOptions
-
-    @Option(name: .long, help: "Network model (ip addr/route/rule, sysctl lines).")
-    var network: String?
-
-    @Option(name: .long, help: "ipset save file for -m set.")
-    var ipsets: String?
+    @OptionGroup var box: BoxOptions
 
     @Option(name: .customLong("in"), help: "IFACE=CAPTURE: packets arriving on IFACE (local=CAPTURE: locally generated). Repeatable.")
     var inputs: [String] = []
@@ -102,8 +93,7 @@ struct ReplayCommand: ParsableCommand {
     var noConntrackChecksum = false
 
     func run() throws {
-        guard !rules.isEmpty else { fail("--rules RULES is needed") }
-        let set = ruleOptions.load(rules)
+        let set = box.loadRules()
         var ins: [ReplayInput] = []
         for spec in inputs {
             guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex, spec.index(after: eq) != spec.endIndex else {
@@ -112,13 +102,13 @@ struct ReplayCommand: ParsableCommand {
             ins.append(ReplayInput(interface: String(spec[..<eq]), path: String(spec[spec.index(after: eq)...])))
         }
         guard !ins.isEmpty else { fail("at least one --in IFACE=CAPTURE is needed") }
-        if network == nil {
+        if box.network == nil {
             writeStderr("sluice: note: no --network: the box has no addresses or routes, so nothing is local and nothing can be forwarded\n")
         }
         let summary: ReplaySummary
         do {
-            var options = ReplayOptions(rulesPath: rules[0], networkPath: network, inputs: ins, outDir: out,
-                                        progress: isatty(2) != 0, ipsetsPath: ipsets)
+            var options = ReplayOptions(rulesPath: box.rules[0], networkPath: box.network, inputs: ins, outDir: out,
+                                        progress: isatty(2) != 0, ipsetsPath: box.ipsets)
             options.ruleSet = set
             options.traceIndices = Set(trace)
             guard conntrackMax >= 16 else { fail("--conntrack-max must be at least 16") }
@@ -266,16 +256,7 @@ struct TraceCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Rule file (iptables-restore, iptables command lines or vns3). Repeat it to apply several cmds scripts in order.")
-    var rules: [String] = []
-
-    @OptionGroup var ruleOptions: RuleOptions
-
-    @Option(name: .long, help: "Network model (ip addr/route/rule, sysctl lines).")
-    var network: String?
-
-    @Option(name: .long, help: "ipset save file for -m set.")
-    var ipsets: String?
+    @OptionGroup var box: BoxOptions
 
     @Argument(parsing: .remaining, help: "The packet, in words (quote it or not).")
     var packet: [String]
@@ -283,14 +264,13 @@ struct TraceCommand: ParsableCommand {
     func run() throws {
         let spec: PacketSpec
         do { spec = try PacketSpec.parse(packet.joined(separator: " ")) } catch { fail("packet: \(error)") }
-        guard !rules.isEmpty else { fail("--rules RULES is needed") }
-        let set = ruleOptions.load(rules)
+        let set = box.loadRules()
         let model: NetworkModel
         do throws(Diagnostic) {
-            if let network { model = try NetworkModel.load(path: network) } else { model = try NetworkModel.parse("", file: "<none>") }
+            if let network = box.network { model = try NetworkModel.load(path: network) } else { model = try NetworkModel.parse("", file: "<none>") }
         } catch { fail(error.description) }
         var options = EngineOptions()
-        if let ipsets { do { options.ipsets = try IPSetCollection.load(path: ipsets) } catch { fail(error.description) } }
+        if let ipsets = box.ipsets { do { options.ipsets = try IPSetCollection.load(path: ipsets) } catch { fail(error.description) } }
         var engine: Engine
         do { engine = try Engine(rules: set, network: model, extraInterfaces: spec.interface.map { [$0] } ?? [], options: options) } catch { fail(error.description) }
         var bytes = spec.build()
@@ -327,4 +307,24 @@ func fixed(_ x: Double, _ decimals: Int) -> String {
     var f = String(frac)
     while f.count < decimals { f = "0" + f }
     return (neg ? "-" : "") + String(whole) + (decimals > 0 ? "." + f : "")
+}
+
+/// What `replay` and `trace` need to know about the box: its rules (and their dialect and
+/// variables), its network model, its IP sets.
+struct BoxOptions: ParsableArguments {
+    @Option(name: .long, help: "Rule file (iptables-restore, iptables command lines or vns3). Repeat it to apply several cmds scripts in order.")
+    var rules: [String] = []
+
+    @OptionGroup var ruleOptions: RuleOptions
+
+    @Option(name: .long, help: "Network model (ip addr/route/rule, sysctl lines).")
+    var network: String?
+
+    @Option(name: .long, help: "ipset save file for -m set.")
+    var ipsets: String?
+
+    func loadRules() -> RuleSet {
+        guard !rules.isEmpty else { fail("--rules RULES is needed") }
+        return ruleOptions.load(rules)
+    }
 }

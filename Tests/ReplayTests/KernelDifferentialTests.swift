@@ -14,30 +14,8 @@ final class KernelDifferentialTests: XCTestCase {
     static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     func repo(_ p: String) -> String { Self.repoRoot.appendingPathComponent(p).path }
 
-    @discardableResult
-    func sh(_ args: [String], allowFailure: Bool = false) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        if p.terminationStatus != 0 && !allowFailure {
-            throw NSError(domain: "sh", code: Int(p.terminationStatus), userInfo: [NSLocalizedDescriptionKey: "\(args.joined(separator: " ")): \(text)"])
-        }
-        return text
-    }
-
     func prerequisites() -> String? {
-        if getuid() != 0 { return "not root" }
-        for tool in ["ip", "iptables-restore", "iptables-save", "tcpreplay", "tcpdump", "sysctl"] {
-            if (try? sh(["which", tool])) == nil { return "\(tool) not installed" }
-        }
-        return nil
+        namespaceTestPrerequisites(["ip", "iptables-restore", "iptables-save", "tcpreplay", "tcpdump", "sysctl"])
     }
 
     /// Stateless filter rules: counters and forwarded packets.
@@ -74,29 +52,29 @@ final class KernelDifferentialTests: XCTestCase {
         let tag = "sluicekd\(getpid() % 100000)x\(UInt16.random(in: 0 ... .max))"
         let (r, wan, lan) = (tag + "r", tag + "w", tag + "l")
         defer {
-            for ns in [r, wan, lan] { _ = try? sh(["ip", "netns", "del", ns], allowFailure: true) }
+            for ns in [r, wan, lan] { _ = try? shell(["ip", "netns", "del", ns], allowFailure: true) }
         }
         for ns in [r, wan, lan] {
-            try sh(["ip", "netns", "add", ns])
-            try sh(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
-            try sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+            try shell(["ip", "netns", "add", ns])
+            try shell(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            try shell(["ip", "-n", ns, "link", "set", "lo", "up"])
         }
-        try sh(["ip", "link", "add", "eth0", "netns", r, "address", "02:00:00:00:00:01", "type", "veth", "peer", "name", "w0", "netns", wan])
-        try sh(["ip", "link", "add", "eth1", "netns", r, "address", "02:00:00:00:01:01", "type", "veth", "peer", "name", "l0", "netns", lan])
-        for (ns, dev) in [(r, "eth0"), (r, "eth1"), (wan, "w0"), (lan, "l0")] { try sh(["ip", "-n", ns, "link", "set", dev, "up"]) }
+        try shell(["ip", "link", "add", "eth0", "netns", r, "address", "02:00:00:00:00:01", "type", "veth", "peer", "name", "w0", "netns", wan])
+        try shell(["ip", "link", "add", "eth1", "netns", r, "address", "02:00:00:00:01:01", "type", "veth", "peer", "name", "l0", "netns", lan])
+        for (ns, dev) in [(r, "eth0"), (r, "eth1"), (wan, "w0"), (lan, "l0")] { try shell(["ip", "-n", ns, "link", "set", dev, "up"]) }
         // Full checksums on what the router sends (veth would leave them to the peer otherwise).
-        for dev in ["eth0", "eth1"] { _ = try? sh(["ip", "netns", "exec", r, "ethtool", "-K", dev, "tx", "off"], allowFailure: true) }
+        for dev in ["eth0", "eth1"] { _ = try? shell(["ip", "netns", "exec", r, "ethtool", "-K", dev, "tx", "off"], allowFailure: true) }
         // The network model file is iproute2 syntax: run its lines in the router namespace.
         for line in try String(contentsOfFile: network, encoding: .utf8).split(separator: "\n") {
             let words = line.split(separator: " ").map(String.init)
             guard let first = words.first, !first.hasPrefix("#") else { continue }
-            try sh(["ip", "netns", "exec", r] + words)
+            try shell(["ip", "netns", "exec", r] + words)
         }
-        try sh(["ip", "-n", r, "neigh", "replace", "203.0.113.254", "lladdr", "02:00:00:00:00:fe", "dev", "eth0", "nud", "permanent"])
+        try shell(["ip", "-n", r, "neigh", "replace", "203.0.113.254", "lladdr", "02:00:00:00:00:fe", "dev", "eth0", "nud", "permanent"])
         for host in ["192.168.1.10": "02:00:00:00:01:0a", "192.168.1.20": "02:00:00:00:01:14"] {
-            try sh(["ip", "-n", r, "neigh", "replace", host.key, "lladdr", host.value, "dev", "eth1", "nud", "permanent"])
+            try shell(["ip", "-n", r, "neigh", "replace", host.key, "lladdr", host.value, "dev", "eth1", "nud", "permanent"])
         }
-        try sh(["ip", "netns", "exec", r, "iptables-restore", rules])
+        try shell(["ip", "netns", "exec", r, "iptables-restore", rules])
 
         // Capture what the router sends out of each interface (arriving at the peers).
         var dumps: [Process] = []
@@ -130,14 +108,14 @@ final class KernelDifferentialTests: XCTestCase {
             let path = work + "/inject-\(k).pcap"
             try PcapWriter.encode(frames: [(bytes: fr.bytes, timestampNanos: fr.ts)], linkTypeRaw: 1, resolution: .microsecond)
                 .withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: path)) }
-            try sh(["ip", "netns", "exec", fr.ns, "tcpreplay", "-q", "-t", "-i", fr.dev, path])
+            try shell(["ip", "netns", "exec", fr.ns, "tcpreplay", "-q", "-t", "-i", fr.dev, path])
         }
         usleep(1_000_000)
         for d in dumps { kill(d.processIdentifier, SIGINT); d.waitUntilExit() }
 
         // 1. Per-rule counters of every table (OUTPUT chains excluded: the kernel's own answers,
         //    such as the echo reply to a ping of the router, traverse them; Sluice does not answer).
-        let kernelSave = try sh(["ip", "netns", "exec", r, "iptables-save", "-c"])
+        let kernelSave = try shell(["ip", "netns", "exec", r, "iptables-save", "-c"])
         let kernel = try RestoreParser.parse(kernelSave, file: "iptables-save")
         let ours = try RestoreParser.load(path: work + "/sluice/counters.rules")
         var compared = 0

@@ -34,29 +34,10 @@ final class NATKernelDifferentialTests: XCTestCase {
     static let peerMAC: [String: [UInt8]] = ["eth0": [2, 0, 0, 0, 0, 0xfe], "eth1": [2, 0, 0, 0, 1, 0xfe], "eth2": [2, 0, 0, 0, 2, 0xfe]]
 
     @discardableResult
-    static func sh(_ args: [String], allowFailure: Bool = false) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        if p.terminationStatus != 0 && !allowFailure {
-            throw NSError(domain: "sh", code: Int(p.terminationStatus), userInfo: [NSLocalizedDescriptionKey: "\(args.joined(separator: " ")): \(text)"])
-        }
-        return text
-    }
+    static func sh(_ args: [String], allowFailure: Bool = false) throws -> String { try shell(args, allowFailure: allowFailure) }
 
     func prerequisites() -> String? {
-        if getuid() != 0 { return "not root" }
-        for tool in ["ip", "iptables-restore", "iptables-save", "tcpreplay", "tcpdump", "sysctl", "ethtool"] {
-            if (try? Self.sh(["which", tool])) == nil { return "\(tool) not installed" }
-        }
-        return nil
+        namespaceTestPrerequisites(["ip", "iptables-restore", "iptables-save", "tcpreplay", "tcpdump", "sysctl", "ethtool"])
     }
 
     /// Reads a growing tcpdump file: the complete records after the last one read.
