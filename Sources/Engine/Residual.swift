@@ -43,19 +43,6 @@ struct MatchState: Sendable {
     var random = SplitMix64(seed: 0x5EED)
 }
 
-/// A small deterministic PRNG (SplitMix64) so that `statistic --mode random` replays the same
-/// way every run.
-struct SplitMix64: Sendable {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// xt_recent's table: up to `capacity` addresses (ip_list_tot = 100), each with the last
 /// `stamps` (ip_pkt_list_tot = 20) times it was seen; the oldest entry is replaced when full.

@@ -27,25 +27,13 @@ import Benchmark
 import Conntrack
 import Wire
 
-/// Fixed-seed generator: the same tuples in every process and every run.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 enum TupleSet: String {
     case random, adversarial
 }
 
 /// N original tuples (TCP).
 func makeTuples(_ set: TupleSet, count n: Int) -> [FlowKey] {
-    var g = SplitMix64(state: 0x5EED_0000 &+ UInt64(n))
+    var g = SplitMix64(seed: 0x5EED_0000 &+ UInt64(n))
     var out: [FlowKey] = []
     out.reserveCapacity(n)
     switch set {
@@ -91,7 +79,7 @@ final class Fixture {
         self.set = set
         originals = makeTuples(set, count: n)
         var order = Array(0..<n)
-        var g = SplitMix64(state: 0x0DE7_0000 &+ UInt64(n))
+        var g = SplitMix64(seed: 0x0DE7_0000 &+ UInt64(n))
         order.shuffle(using: &g)
         var keys: [FlowKey] = []
         keys.reserveCapacity(n)

@@ -18,17 +18,6 @@ import Wire
 import Glibc
 #endif
 
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A `kB` field of /proc/self/status (VmRSS, VmHWM), in bytes.
 func status(_ field: String) -> Int {
     guard let f = fopen("/proc/self/status", "r") else { return -1 }
@@ -44,7 +33,7 @@ func status(_ field: String) -> Int {
 
 let n = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 1_000_000 : 1_000_000
 
-var g = SplitMix64(state: 0x5EED_0000 &+ UInt64(n))
+var g = SplitMix64(seed: 0x5EED_0000 &+ UInt64(n))
 var tuples: [FlowKey] = []
 tuples.reserveCapacity(n)
 for _ in 0..<n {
