@@ -19,7 +19,9 @@ public struct CompiledChain: Sendable {
     public static let linearThreshold = 16
     /// A rule whose prefix is at most this many bits longer than a table's (per address) may
     /// join that table; larger values mean fewer tables but longer buckets.
-    public static let mergeSlack = 4
+    public static let mergeSlack = 8
+    /// A merged table whose bucket grows past this splits (see `build`).
+    public static let collisionLimit = 16
 
     @usableFromInline var rules: [CompiledRule]
     @usableFromInline var tables: [TupleTable]
@@ -100,6 +102,13 @@ public struct CompiledChain: Sendable {
         let order = tupleCount.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key > $1.key }.map(\.key)
         var tableOf: [Int: Int] = [:]   // exact tuple code -> table number
         var specs: [(src: Int, dst: Int, proto: Bool)] = []
+        var specIndex: [Int: Int] = [:]  // spec code -> table number
+        func table(_ t: (src: Int, dst: Int, proto: Bool)) -> Int {
+            if let i = specIndex[code(t)] { return i }
+            specs.append(t)
+            specIndex[code(t)] = specs.count - 1
+            return specs.count - 1
+        }
         for c in order {
             let s = c >> 8, d = (c >> 1) & 0x7f, p = c & 1 == 1
             var best = -1, bestScore = -1
@@ -108,11 +117,27 @@ public struct CompiledChain: Sendable {
                 let score = t.src + t.dst
                 if score > bestScore { best = ti; bestScore = score }
             }
-            if best < 0 {
-                specs.append((s - s % Self.mergeSlack, d - d % Self.mergeSlack, p))
-                best = specs.count - 1
+            tableOf[c] = best >= 0 ? best : table((s - s % Self.mergeSlack, d - d % Self.mergeSlack, p))
+        }
+        // Collision limit (TupleMerge): a bucket longer than `collisionLimit` in a merged table
+        // sends the exact tuples that were rounded into it to tables of their own lengths. A
+        // few passes, each linear in the rules.
+        struct BucketKey: Hashable { var table: Int; var key: UInt64; var proto: UInt8 }
+        func bucketKey(_ i: Int) -> BucketKey {
+            let ti = tableOf[code(ruleTuples[i])]!, t = specs[ti], r = rules[i]
+            return BucketKey(table: ti, key: UInt64(r.srcNet & Self.prefixMask(t.src)) << 32 | UInt64(r.dstNet & Self.prefixMask(t.dst)),
+                             proto: t.proto ? r.proto : 0)
+        }
+        for _ in 0..<3 {
+            var sizes: [BucketKey: Int] = [:]
+            for i in rules.indices { sizes[bucketKey(i), default: 0] += 1 }
+            var split = Set<Int>()
+            for i in rules.indices {
+                let c = code(ruleTuples[i])
+                if specs[tableOf[c]!] != ruleTuples[i] && sizes[bucketKey(i)]! > Self.collisionLimit { split.insert(c) }
             }
-            tableOf[c] = best
+            if split.isEmpty { break }
+            for c in split { tableOf[c] = table((c >> 8, (c >> 1) & 0x7f, c & 1 == 1)) }
         }
 
         // 2. Per table, group rules by key; buckets keep rule order (ascending index).
@@ -133,7 +158,7 @@ public struct CompiledChain: Sendable {
         }
 
         // 3. Lay the tables out: open addressing, load factor <= 1/2, linear probing.
-        for ti in specs.indices {
+        for ti in specs.indices where !keyOrder[ti].isEmpty {
             let n = keyOrder[ti].count
             var size = 2
             while size < 2 * n { size <<= 1 }
