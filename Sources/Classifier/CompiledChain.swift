@@ -52,12 +52,13 @@ public struct CompiledChain: Sendable {
         @usableFromInline var count: Int32
     }
 
-    public init(_ rules: [CompiledRule]) {
+    /// `linearBelow`: chains with fewer rules are scanned (tests pass 0 to force tables).
+    public init(_ rules: [CompiledRule], linearBelow: Int = CompiledChain.linearThreshold) {
         self.rules = rules
         tables = []
         slots = []
         indices = []
-        guard rules.count >= Self.linearThreshold else { return }
+        guard rules.count >= max(linearBelow, 1) else { return }
         build()
     }
 
