@@ -70,6 +70,11 @@ final class ClassBenchTests: XCTestCase {
             print("*** SKIPPED ClassBench \(set): no trace and trace_gen.py (python3 + numpy) could not make one ***")
             return
         }
+        defer {   // a trace generated here is removed; shared ones are left alone
+            if trace.hasPrefix(FileManager.default.temporaryDirectory.path) {
+                try? FileManager.default.removeItem(atPath: (trace as NSString).deletingLastPathComponent)
+            }
+        }
         let rules = try Self.loadChain(set)
         let t0 = ContinuousClock.now
         let chain = CompiledChain(rules)
