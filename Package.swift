@@ -59,6 +59,8 @@ let package = Package(
         ),
         // Writes the project's own small captures into captures/ (see captures/README.md).
         .executableTarget(name: "capgen", dependencies: ["Wire", "Capture"]),
+        // CompiledChain vs LinearClassifier on the ClassBench sets: build time, bytes, ns/lookup.
+        .executableTarget(name: "classbench", dependencies: ["Classifier", "Rules", "Wire"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Wire", "CPcap"]),
         .testTarget(name: "NetModelTests", dependencies: ["NetModel", "Wire", "Diagnostics"]),

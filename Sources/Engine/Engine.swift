@@ -34,7 +34,15 @@ public struct EngineOptions: Sendable {
     public var conntrackChecksum = true
     /// Fixed hash secret (tests); nil = random per process.
     public var conntrackSecret: (UInt64, UInt64)? = nil
+    /// How a chain finds its next candidate rule: a scan (`LinearClassifier`), or tuple tables
+    /// built per chain at load (`CompiledChain`, docs/classifier.md). Same answers; the
+    /// compiled form costs build time and memory and pays off on long chains.
+    public var classifier: ClassifierKind = .linear
     public init() {}
+}
+
+public enum ClassifierKind: String, Sendable, CaseIterable {
+    case linear, compiled
 }
 
 /// The packet engine: hooks in kernel order, at each hook its tables in priority order (raw,
@@ -49,6 +57,8 @@ public struct Engine: Sendable {
     public let network: NetworkModel
     public private(set) var interfaces: InterfaceTable
     public let tables: [CompiledTable]
+    /// Per table, per chain, when `EngineOptions.classifier == .compiled`; empty otherwise.
+    let compiledChains: [[CompiledChain]]
     /// Per hook (Hook.rawValue): the (table, built-in chain) pairs to run, in order.
     let hookChains: [[(table: Int32, chain: Int32)]]
     let residuals: [ResidualMatch]
@@ -121,6 +131,7 @@ public struct Engine: Sendable {
             tables.append(compiled)
         }
         self.tables = tables
+        compiledChains = options.classifier == .compiled ? tables.map { $0.chains.map { CompiledChain($0) } } : []
         natTable = tables.firstIndex { $0.name == .nat }
         let needsCT = rules.tables.contains { t in
             t.name == .nat || t.chains.contains { c in c.rules.contains { r in r.target.needsConntrack || r.match.extensions.contains(where: \.needsConntrack) } }

@@ -41,7 +41,9 @@ extension Engine {
             let rules = tables[ti].chains[Int(chain)]
             var hit: (Int, MatchResult)? = nil
             var from = Int(next)
-            while let (i, result) = LinearClassifier.firstMatch(rules, from: from, f) {
+            let compiled = !compiledChains.isEmpty
+            while let (i, result) = compiled ? compiledChains[ti][Int(chain)].firstMatch(from: from, f)
+                                             : LinearClassifier.firstMatch(rules, from: from, f) {
                 if result == .hotdrop { hit = (i, .hotdrop); break }
                 let r = rules[i]
                 let res = r.residualCount == 0 ? MatchResult.match : residualsMatch(r, f, &ctx)

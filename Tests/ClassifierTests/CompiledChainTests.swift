@@ -1,0 +1,222 @@
+import Foundation
+import Rules
+import Wire
+import XCTest
+@testable import Classifier
+
+/// Deterministic generator for the property tests (SplitMix64); the seed is printed so a
+/// failure reproduces with `SLUICE_CLASSIFIER_SEED=<seed> swift test --filter ClassifierTests`.
+struct TestRNG {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    mutating func chance(_ percent: Int) -> Bool { below(100) < percent }
+    mutating func u32() -> UInt32 { UInt32(truncatingIfNeeded: next()) }
+    mutating func u16() -> UInt16 { UInt16(truncatingIfNeeded: next()) }
+}
+
+final class CompiledChainTests: XCTestCase {
+    static func seed() -> UInt64 {
+        if let s = ProcessInfo.processInfo.environment["SLUICE_CLASSIFIER_SEED"], let v = UInt64(s) { return v }
+        return 0x5EED_2026
+    }
+
+    static func prefix(_ len: Int) -> UInt32 { len == 0 ? 0 : ~UInt32(0) << UInt32(32 - len) }
+
+    /// An address mask: a prefix of any length, now and then a non-contiguous one (a dotted
+    /// mask such as 255.0.255.0 is legal in iptables).
+    static func mask(_ g: inout TestRNG) -> UInt32 {
+        if g.chance(5) { return g.u32() }
+        let lens = [0, 0, 8, 16, 24, 32, 32]
+        return prefix(g.chance(60) ? lens[g.below(lens.count)] : g.below(33))
+    }
+
+    static func port(_ g: inout TestRNG) -> UInt16 {
+        let common: [UInt16] = [0, 1, 22, 53, 80, 443, 1023, 1024, 8080, 65534, 65535]
+        return g.chance(60) ? common[g.below(common.count)] : g.u16()
+    }
+
+    /// Random rules over a small pool of base addresses, so prefixes nest and overlap.
+    static func randomRules(_ g: inout TestRNG, count: Int) -> [CompiledRule] {
+        let bases: [UInt32] = (0..<4).map { _ in g.u32() } + [0, 0xffff_ffff, 0x0a00_0000]
+        var out: [CompiledRule] = []
+        for _ in 0..<count {
+            var r = CompiledRule()
+            if g.chance(80) {
+                r.srcMask = mask(&g)
+                var a = bases[g.below(bases.count)]
+                if g.chance(20) { a ^= UInt32(1) << UInt32(g.below(32)) }
+                r.srcNet = a & r.srcMask
+                r.srcInvert = g.chance(10)
+            }
+            if g.chance(80) {
+                r.dstMask = mask(&g)
+                var a = bases[g.below(bases.count)]
+                if g.chance(20) { a ^= UInt32(1) << UInt32(g.below(32)) }
+                r.dstNet = a & r.dstMask
+                r.dstInvert = g.chance(10)
+            }
+            if g.chance(70) {
+                let protos: [UInt8] = [6, 17, 1, 47, 255]
+                r.proto = protos[g.below(protos.count)]
+                r.protoInvert = g.chance(10)
+            }
+            if g.chance(20) {
+                r.inAny = false; r.inMask = UInt64(g.below(16)); r.inInvert = g.chance(30)
+            }
+            if g.chance(20) {
+                r.outAny = false; r.outMask = UInt64(g.below(16)); r.outInvert = g.chance(30)
+            }
+            if g.chance(10) { r.fragment = UInt8(1 + g.below(2)) }
+            if g.chance(50) {
+                r.portsUsed = true
+                if g.chance(60) {
+                    let a = port(&g), b = g.chance(50) ? a : port(&g)
+                    r.sportLo = min(a, b); r.sportHi = max(a, b); r.sportInvert = g.chance(10)
+                }
+                if g.chance(70) {
+                    let a = port(&g), b = g.chance(50) ? a : port(&g)
+                    r.dportLo = min(a, b); r.dportHi = max(a, b); r.dportInvert = g.chance(10)
+                }
+            }
+            r.id = Int32(out.count)
+            out.append(r)
+        }
+        return out
+    }
+
+    /// A value near the edges of `net/mask`: first, last, just outside, a random member.
+    static func address(near net: UInt32, _ mask: UInt32, _ g: inout TestRNG) -> UInt32 {
+        let last = net | ~mask
+        switch g.below(6) {
+        case 0: return net
+        case 1: return last
+        case 2: return net &- 1
+        case 3: return last &+ 1
+        case 4: return net | (g.u32() & ~mask)
+        default: return g.u32()
+        }
+    }
+
+    static func near(_ lo: UInt16, _ hi: UInt16, _ g: inout TestRNG) -> UInt16 {
+        switch g.below(5) {
+        case 0: return lo
+        case 1: return hi
+        case 2: return lo &- 1
+        case 3: return hi &+ 1
+        default: return g.u16()
+        }
+    }
+
+    /// A packet aimed at the boundaries of a random rule (each field drawn from a possibly
+    /// different rule, so partial matches are common too).
+    static func randomPacket(_ g: inout TestRNG, _ rules: [CompiledRule]) -> PacketFields {
+        var f = PacketFields()
+        func pick(_ g: inout TestRNG) -> CompiledRule { rules.isEmpty ? CompiledRule() : rules[g.below(rules.count)] }
+        var r = pick(&g)
+        f.source = address(near: r.srcNet, r.srcMask, &g)
+        if g.chance(30) { r = pick(&g) }
+        f.destination = address(near: r.dstNet, r.dstMask, &g)
+        if g.chance(30) { r = pick(&g) }
+        f.proto = g.chance(80) && r.proto != 0 ? r.proto : [0, 1, 6, 17, 47, 255][g.below(6)]
+        if g.chance(30) { r = pick(&g) }
+        f.sourcePort = near(r.sportLo, r.sportHi, &g)
+        if g.chance(30) { r = pick(&g) }
+        f.destinationPort = near(r.dportLo, r.dportHi, &g)
+        f.inInterface = Int16(g.below(6) - 1)
+        f.outInterface = Int16(g.below(6) - 1)
+        switch g.below(10) {
+        case 0: f.laterFragment = true; f.hasL4 = false
+        case 1: f.hasL4 = false; f.l4Truncated = true
+        case 2: f.hasL4 = false
+        default: f.hasL4 = true
+        }
+        return f
+    }
+
+    func check(_ rules: [CompiledRule], _ chain: CompiledChain, _ f: PacketFields, start: Int, seed: UInt64, set: Int) -> Bool {
+        let a = LinearClassifier.firstMatch(rules, from: start, f)
+        let b = chain.firstMatch(from: start, f)
+        if a?.index != b?.index || a?.result != b?.result {
+            XCTFail("seed \(seed) set \(set) start \(start): linear \(String(describing: a)) compiled \(String(describing: b)) for \(f)")
+            return false
+        }
+        return true
+    }
+
+    /// compiled == linear for every packet and every start index, over random rule sets of
+    /// every size class (tiny chains scanned linearly, and up to a few hundred rules).
+    func testDifferentialRandom() {
+        let seed = Self.seed()
+        print("CompiledChainTests.testDifferentialRandom: seed \(seed) (SLUICE_CLASSIFIER_SEED to replay)")
+        var g = TestRNG(seed: seed)
+        var checks = 0, matched = 0, hotdrops = 0, compiledSets = 0
+        for set in 0..<160 {
+            let n = [0, 1, 5, 15, 16, 17, 40, 100, 300][set % 9] + (set % 9 > 3 ? g.below(20) : 0)
+            let rules = Self.randomRules(&g, count: n)
+            // Every other set compiles even tiny chains into tables (the engine scans them).
+            let chain = set % 2 == 0 ? CompiledChain(rules) : CompiledChain(rules, linearBelow: 0)
+            if chain.tableCount > 0 { compiledSets += 1 }
+            for _ in 0..<40 {
+                let f = Self.randomPacket(&g, rules)
+                for start in 0...(n + 1) {
+                    guard check(rules, chain, f, start: start, seed: seed, set: set) else { return }
+                    checks += 1
+                    if let m = LinearClassifier.firstMatch(rules, from: start, f) {
+                        matched += 1
+                        if m.result == .hotdrop { hotdrops += 1 }
+                    }
+                }
+            }
+        }
+        print("  \(checks) lookups (\(matched) matched, \(hotdrops) hotdrops), \(compiledSets) of 160 sets compiled into tables")
+        // The generator must actually exercise matches, hotdrops and the table path.
+        XCTAssertGreaterThan(matched, checks / 10)
+        XCTAssertGreaterThan(hotdrops, 0)
+        XCTAssertGreaterThan(compiledSets, 80)
+    }
+
+    /// Many rules on the same few keys: long buckets (the binary search for `start`), and a
+    /// chain of hundreds of /32 rules in one table (kube-proxy's KUBE-SERVICES shape).
+    func testLongBucketsAndServiceChains() {
+        let seed = Self.seed() &+ 1
+        print("CompiledChainTests.testLongBucketsAndServiceChains: seed \(seed)")
+        var g = TestRNG(seed: seed)
+        var rules: [CompiledRule] = []
+        for i in 0..<400 {
+            var r = CompiledRule()
+            r.dstMask = ~0
+            r.dstNet = 0x0a60_0000 | UInt32(g.below(i % 3 == 0 ? 4 : 200))
+            r.proto = g.chance(50) ? 6 : 17
+            r.portsUsed = true
+            r.dportLo = UInt16(g.below(20)); r.dportHi = r.dportLo
+            rules.append(r)
+        }
+        let chain = CompiledChain(rules)
+        XCTAssertGreaterThan(chain.longestBucket, 8)
+        for _ in 0..<300 {
+            var f = PacketFields()
+            f.destination = 0x0a60_0000 | UInt32(g.below(210))
+            f.proto = g.chance(50) ? 6 : 17
+            f.destinationPort = UInt16(g.below(22))
+            f.hasL4 = !g.chance(5); f.l4Truncated = !f.hasL4
+            for start in 0...(rules.count + 1) {
+                guard check(rules, chain, f, start: start, seed: seed, set: 0) else { return }
+            }
+        }
+    }
+
+    func testLayout() {
+        // Buckets and slots are plain values; a slot is 24 bytes, a rule index 4.
+        XCTAssertEqual(MemoryLayout<CompiledChain.Slot>.stride, 24)
+        XCTAssertTrue(_isPOD(CompiledChain.Slot.self))
+        XCTAssertTrue(_isPOD(CompiledChain.TupleTable.self))
+    }
+}
