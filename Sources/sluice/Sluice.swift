@@ -111,6 +111,7 @@ struct ReplayCommand: ParsableCommand {
                                         progress: isatty(2) != 0, ipsetsPath: box.ipsets)
             options.ruleSet = set
             options.traceIndices = Set(trace)
+            options.engine.classifier = box.classifier
             guard conntrackMax >= 16 else { fail("--conntrack-max must be at least 16") }
             options.engine.conntrackCapacity = conntrackMax
             options.engine.conntrackChecksum = !noConntrackChecksum
@@ -204,9 +205,11 @@ struct CheckCommand: ParsableCommand {
         }
         var compileNote: String? = nil
         var compiledRules = 0
+        var checkedEngine: Engine? = nil
         do {
             let engine = try Engine(rules: set, network: try NetworkModel.parse("", file: "<none>"), options: options)
             compiledRules = engine.tables.reduce(0) { $0 + $1.ruleCount }
+            checkedEngine = engine
         } catch {
             compileNote = error.description
         }
@@ -231,6 +234,15 @@ struct CheckCommand: ParsableCommand {
         }
         for w in warnings { print(w) }
         print("  parse \(fixed((t1 - t0) * 1000, 2)) ms, compile \(fixed((t2 - t1) * 1000, 2)) ms (linear classifier, \(compiledRules) rules)")
+        if let engine = checkedEngine {
+            // The compiled classifier's structure for every chain: size and build time.
+            let t3 = monotonicSeconds()
+            let chains = engine.tables.flatMap { $0.chains.map { CompiledChain($0) } }
+            let t4 = monotonicSeconds()
+            let bytes = chains.reduce(0) { $0 + $1.structureBytes }
+            let tableCount = chains.reduce(0) { $0 + $1.tableCount }
+            print("  compiled classifier: \(chains.count) chains, \(tableCount) tuple tables, \(bytes) bytes, built in \(fixed((t4 - t3) * 1000, 2)) ms")
+        }
         if let compileNote { print("  note: parsed, but this version cannot run it yet: \(compileNote)") }
     }
 
@@ -271,6 +283,7 @@ struct TraceCommand: ParsableCommand {
         } catch { fail(error.description) }
         var options = EngineOptions()
         if let ipsets = box.ipsets { do { options.ipsets = try IPSetCollection.load(path: ipsets) } catch { fail(error.description) } }
+        options.classifier = box.classifier
         var engine: Engine
         do { engine = try Engine(rules: set, network: model, extraInterfaces: spec.interface.map { [$0] } ?? [], options: options) } catch { fail(error.description) }
         var bytes = spec.build()
@@ -323,8 +336,13 @@ struct BoxOptions: ParsableArguments {
     @Option(name: .long, help: "ipset save file for -m set.")
     var ipsets: String?
 
+    @Option(name: .long, help: "How chains find their next candidate rule: linear (default) or compiled (tuple tables, docs/classifier.md); same answers.")
+    var classifier: ClassifierKind = .linear
+
     func loadRules() -> RuleSet {
         guard !rules.isEmpty else { fail("--rules RULES is needed") }
         return ruleOptions.load(rules)
     }
 }
+
+extension ClassifierKind: ExpressibleByArgument {}

@@ -29,13 +29,22 @@ final class ReplayTests: XCTestCase {
                    files: ["verdicts.jsonl", "eth0.pcap", "eth1.pcap", "local.pcap", "counters.rules", "conntrack.txt", "log.txt"])
     }
 
-    func golden(rules: String, dir: String, files: [String]) throws {
+    /// The compiled classifier gives byte-identical outputs.
+    func testGoldenStatefulEdgeReplayWithCompiledClassifier() throws {
+        try golden(rules: "examples/edge/edge.rules", dir: "edge-nat",
+                   files: ["verdicts.jsonl", "eth0.pcap", "eth1.pcap", "local.pcap", "counters.rules", "conntrack.txt", "log.txt"],
+                   classifier: .compiled)
+    }
+
+    func golden(rules: String, dir: String, files: [String], classifier: ClassifierKind = .linear) throws {
         let out = try tempDir() + "/nested/out"  // created with its parents
-        let summary = try Replayer.run(ReplayOptions(
+        var options = ReplayOptions(
             rulesPath: repo(rules), networkPath: repo("examples/edge/network"),
             inputs: [ReplayInput(interface: "eth0", path: repo("captures/edge-eth0.pcap")),
                      ReplayInput(interface: "eth1", path: repo("captures/edge-eth1.pcap"))],
-            outDir: out))
+            outDir: out)
+        options.engine.classifier = classifier
+        let summary = try Replayer.run(options)
         XCTAssertEqual(summary.packets, 42)
         let golden = Self.repoRoot.appendingPathComponent("Tests/ReplayTests/Golden/\(dir)")
         XCTAssertEqual(summary.outputs, files.sorted())
