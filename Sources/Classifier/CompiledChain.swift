@@ -22,12 +22,39 @@ public struct CompiledChain: Sendable {
     public static let mergeSlack = 8
     /// A merged table whose bucket grows past this splits (see `build`).
     public static let collisionLimit = 16
+    /// Chains with more hash keys than this get no pair filters (see `buildPrefilter`).
+    public static let pairFilterKeys = 32_768
 
     @usableFromInline var rules: [CompiledRule]
     @usableFromInline var tables: [TupleTable]
     @usableFromInline var slots: [Slot]
-    /// Rule indices, bucket after bucket, each bucket ascending.
-    @usableFromInline var indices: [Int32]
+    /// Bucket entries (rule index and a port box), bucket after bucket, each bucket ascending.
+    @usableFromInline var entries: [Entry]
+    /// The prefilter (see `buildPrefilter`): rows of `words` words, bit t of word t/64 = table
+    /// t (tables in order of smallest index). All rows live in `filter`, region after region.
+    @usableFromInline var filter: [UInt64] = []
+    @usableFromInline var layout = FilterLayout()
+
+    /// Where each region of `filter` starts (in words) and how it is indexed.
+    @usableFromInline
+    struct FilterLayout: Sendable {
+        @usableFromInline var words = 0
+        /// Top `cellBits` bits of source and of destination, joint: cell = s << cellBits | d.
+        @usableFromInline var cellBits: UInt32 = 0
+        @usableFromInline var cell = 0
+        /// Top `sideBits` bits of the source; of the destination.
+        @usableFromInline var sideBits: UInt32 = 0
+        @usableFromInline var src = 0, dst = 0
+        /// Protocol value (256 rows).
+        @usableFromInline var proto = 0
+        /// Hashed joint top 16 bits (and top 24 bits) of both addresses; `mask` is rows - 1.
+        @usableFromInline var pair16 = 0, pair16Mask: UInt32 = 0
+        @usableFromInline var pair24 = 0, pair24Mask: UInt32 = 0
+        /// One row each: the tables the pair16 / pair24 filters cannot speak for (a length
+        /// under 16 / under 24); they always pass that filter.
+        @usableFromInline var pass16 = 0, pass24 = 0
+        init() {}
+    }
 
     @usableFromInline
     struct TupleTable: Sendable {
@@ -41,6 +68,43 @@ public struct CompiledChain: Sendable {
         @usableFromInline var maxIndex: Int32
         @usableFromInline var srcLen: UInt8
         @usableFromInline var dstLen: UInt8
+    }
+
+    /// A rule in a bucket: its index and a box (source and destination prefix, port ranges)
+    /// that holds every packet the rule matches. Inverted parts and non-contiguous masks get
+    /// the whole range, so the box is a superset of the rule; `matches` decides the candidates
+    /// inside it. The box is what a bucket scan compares, so the 88-byte rule is only loaded for
+    /// rules that are nearly certain to match: rules sharing a bucket mostly differ in ports or
+    /// in prefix bits below the table's lengths.
+    @usableFromInline
+    struct Entry: Sendable {
+        @usableFromInline var index: Int32
+        @usableFromInline var sportLo: UInt16, sportSpan: UInt16
+        @usableFromInline var dportLo: UInt16, dportSpan: UInt16
+        @usableFromInline var srcNet: UInt32, srcMask: UInt32
+        @usableFromInline var dstNet: UInt32, dstMask: UInt32
+
+        init(_ i: Int, _ r: CompiledRule) {
+            index = Int32(i)
+            let sp = r.portsUsed && !r.sportInvert, dp = r.portsUsed && !r.dportInvert
+            sportLo = sp ? r.sportLo : 0
+            sportSpan = sp ? r.sportHi &- r.sportLo : .max
+            dportLo = dp ? r.dportLo : 0
+            dportSpan = dp ? r.dportHi &- r.dportLo : .max
+            srcMask = r.srcInvert ? 0 : r.srcMask
+            srcNet = r.srcNet & srcMask
+            dstMask = r.dstInvert ? 0 : r.dstMask
+            dstNet = r.dstNet & dstMask
+        }
+
+        /// The packet is in the box (ports only when it has them: without an L4 header a port
+        /// rule may still hotdrop, so `anyPorts` is then true). Branch-free.
+        @inlinable
+        func contains(_ f: PacketFields, anyPorts: Bool) -> Bool {
+            @inline(__always) func bit(_ b: Bool) -> UInt8 { unsafeBitCast(b, to: UInt8.self) }
+            let ports = bit(f.sourcePort &- sportLo <= sportSpan) & bit(f.destinationPort &- dportLo <= dportSpan)
+            return (bit((f.source & srcMask) == srcNet) & bit((f.destination & dstMask) == dstNet) & (ports | bit(anyPorts))) != 0
+        }
     }
 
     /// An open-addressing slot; `count == 0` marks an empty slot.
@@ -57,7 +121,7 @@ public struct CompiledChain: Sendable {
         self.rules = rules
         tables = []
         slots = []
-        indices = []
+        entries = []
         guard rules.count >= max(linearBelow, 1) else { return }
         build()
     }
@@ -68,7 +132,7 @@ public struct CompiledChain: Sendable {
     /// Bytes held by the compiled structure (not counting the rules themselves).
     public var structureBytes: Int {
         tables.count * MemoryLayout<TupleTable>.stride + slots.count * MemoryLayout<Slot>.stride
-            + indices.count * MemoryLayout<Int32>.stride
+            + entries.count * MemoryLayout<Entry>.stride + filter.count * MemoryLayout<UInt64>.stride
     }
     /// The longest bucket (candidates a lookup may check in one table).
     public var longestBucket: Int { slots.reduce(0) { max($0, Int($1.count)) } }
@@ -78,8 +142,20 @@ public struct CompiledChain: Sendable {
 
     @inlinable
     static func hash(_ key: UInt64, _ proto: UInt8) -> UInt32 {
-        let h = (key ^ (UInt64(proto) &* 0xff51_afd7_ed55_8ccd)) &* 0x9e37_79b9_7f4a_7c15
+        // Fold the source half (key bits 32..63) onto the destination half before the
+        // multiply: bits 32.. of a product depend only on the factor's bits below them, and a
+        // masked destination leaves those low bits zero, so without the fold every key with
+        // the same destination prefix landed on one slot run (linear probing then walked it).
+        var h = key ^ UInt64(proto) << 40
+        h ^= h >> 29
+        h &*= 0x9e37_79b9_7f4a_7c15
         return UInt32(truncatingIfNeeded: h >> 32)
+    }
+
+    /// Hash of (source part << 24 | destination part) for the pair filters.
+    @inlinable
+    static func pairHash(_ parts: UInt64) -> UInt32 {
+        UInt32(truncatingIfNeeded: ((parts ^ parts >> 29) &* 0x9e37_79b9_7f4a_7c15) >> 32)
     }
 
     /// The lengths a rule can be hashed on: an inverted or non-prefix part only contributes the
@@ -169,8 +245,8 @@ public struct CompiledChain: Sendable {
                 let list = buckets[ti][k]!
                 var s = Int(Self.hash(k.key, k.proto)) & (size - 1)
                 while slots[base + s].count != 0 { s = (s + 1) & (size - 1) }
-                slots[base + s] = Slot(key: k.key, proto: k.proto, start: Int32(indices.count), count: Int32(list.count))
-                indices.append(contentsOf: list)
+                slots[base + s] = Slot(key: k.key, proto: k.proto, start: Int32(entries.count), count: Int32(list.count))
+                entries.append(contentsOf: list.map { Entry(Int($0), rules[Int($0)]) })
             }
             let t = specs[ti]
             tables.append(TupleTable(srcMask: Self.prefixMask(t.src), dstMask: Self.prefixMask(t.dst), useProto: t.proto,
@@ -178,6 +254,99 @@ public struct CompiledChain: Sendable {
                                      minIndex: minIdx[ti], maxIndex: maxIdx[ti], srcLen: UInt8(t.src), dstLen: UInt8(t.dst)))
         }
         tables.sort { $0.minIndex < $1.minIndex }
+        buildPrefilter()
+    }
+
+    /// The prefilter: per packet, a few row loads ANDed give the tables worth probing. Each
+    /// row is a set of tables; a table's bit is set in every row a packet that hits one of its
+    /// keys can select, so the filter never drops a table that holds a matching rule (a key
+    /// fixes the top `min(len, bits)` bits of an address, i.e. a run of rows). Rows:
+    /// - cell: top `cellBits` of source and destination jointly;
+    /// - src, dst: top `sideBits` of each address alone;
+    /// - proto: the protocol (tables that do not key on it: every row);
+    /// - pair16, pair24: a hash of the top 16 (24) bits of both addresses, for tables whose
+    ///   lengths are both at least 16 (24); collisions only add tables; the other tables are
+    ///   in the `pass` row and always pass.
+    /// Sizes grow with the chain (`cellBits`, `sideBits`, pair rows ~ 4 per key), so a
+    /// 20-rule chain carries a few kB, not the megabytes a 100k-rule chain uses.
+    private mutating func buildPrefilter() {
+        var l = FilterLayout()
+        let words = (tables.count + 63) / 64
+        l.words = words
+        let lg = Int.bitWidth - rules.count.leadingZeroBitCount   // bits in the rule count
+        l.sideBits = UInt32(min(16, max(8, lg + 3)))
+        l.cellBits = UInt32(min(8, max(4, (lg + 3) / 2)))
+        struct Key { var src: UInt32; var dst: UInt32; var proto: UInt8 }
+        var keys = [[Key]](repeating: [], count: tables.count)
+        for (ti, t) in tables.enumerated() {
+            for s in Int(t.slotBase)..<(Int(t.slotBase) + Int(t.slotMask) + 1) where slots[s].count != 0 {
+                keys[ti].append(Key(src: UInt32(truncatingIfNeeded: slots[s].key >> 32),
+                                    dst: UInt32(truncatingIfNeeded: slots[s].key), proto: slots[s].proto))
+            }
+        }
+        var pairs16 = Set<UInt64>(), pairs24 = Set<UInt64>()   // table << 48 | src part << 24 | dst part
+        // The pair filters pay while the slots they save probing are cache-resident; on big
+        // chains (over `pairFilterKeys` keys) every row is itself a cache miss, and the 16-bit
+        // side rows already leave about one table to probe (acl1_100k: 1.2 probes without them,
+        // 1.0 with, and slower). Then they are one always-pass row each.
+        let usePairs = keys.reduce(0) { $0 + $1.count } <= Self.pairFilterKeys
+        for (ti, t) in tables.enumerated() where usePairs {
+            if t.srcLen >= 16 && t.dstLen >= 16 {
+                for k in keys[ti] { pairs16.insert(UInt64(ti) << 48 | UInt64(k.src >> 16) << 24 | UInt64(k.dst >> 16)) }
+            }
+            if t.srcLen >= 24 && t.dstLen >= 24 {
+                for k in keys[ti] { pairs24.insert(UInt64(ti) << 48 | UInt64(k.src >> 8) << 24 | UInt64(k.dst >> 8)) }
+            }
+        }
+        func rows(_ n: Int) -> Int { var r = 256; while r < 4 * n { r <<= 1 }; return r }
+        let p16 = rows(pairs16.count), p24 = rows(pairs24.count)
+        l.pair16Mask = UInt32(p16 - 1)
+        l.pair24Mask = UInt32(p24 - 1)
+        var at = 0
+        func region(_ rows: Int) -> Int { defer { at += rows * words }; return at }
+        l.cell = region(1 << (2 * l.cellBits))
+        l.src = region(1 << l.sideBits)
+        l.dst = region(1 << l.sideBits)
+        l.proto = region(256)
+        l.pair16 = region(p16)
+        l.pair24 = region(p24)
+        l.pass16 = region(1)
+        l.pass24 = region(1)
+        var fl = [UInt64](repeating: 0, count: at)
+        for (ti, t) in tables.enumerated() {
+            let w = ti >> 6, bit = UInt64(1) << UInt64(ti & 63)
+            // Rows a key covers on one address: its top `bits` bits, then every value of the
+            // bits below the table's length.
+            func span(_ len: UInt8, _ bits: UInt32) -> UInt32 { UInt32(1) << (bits - min(UInt32(len), bits)) }
+            let cs = span(t.srcLen, l.cellBits), cd = span(t.dstLen, l.cellBits)
+            let ss = span(t.srcLen, l.sideBits), sd = span(t.dstLen, l.sideBits)
+            var cells = Set<UInt32>(), srcs = Set<UInt32>(), dsts = Set<UInt32>(), protos = Set<UInt8>()
+            for k in keys[ti] {
+                cells.insert((k.src >> (32 - l.cellBits)) << l.cellBits | k.dst >> (32 - l.cellBits))
+                srcs.insert(k.src >> (32 - l.sideBits))
+                dsts.insert(k.dst >> (32 - l.sideBits))
+                protos.insert(k.proto)
+            }
+            for c in cells {
+                let a0 = c >> l.cellBits, b0 = c & ((1 << l.cellBits) - 1)
+                for a in a0..<(a0 + cs) { for b in b0..<(b0 + cd) { fl[l.cell + Int(a << l.cellBits | b) * words + w] |= bit } }
+            }
+            for a in srcs { for v in a..<(a + ss) { fl[l.src + Int(v) * words + w] |= bit } }
+            for a in dsts { for v in a..<(a + sd) { fl[l.dst + Int(v) * words + w] |= bit } }
+            for p in 0..<256 where !t.useProto || protos.contains(UInt8(p)) { fl[l.proto + p * words + w] |= bit }
+            if !usePairs || t.srcLen < 16 || t.dstLen < 16 { fl[l.pass16 + w] |= bit }
+            if !usePairs || t.srcLen < 24 || t.dstLen < 24 { fl[l.pass24 + w] |= bit }
+        }
+        for p in pairs16 {
+            let ti = Int(p >> 48)
+            fl[l.pair16 + Int(Self.pairHash(p & 0xffff_ffff_ffff) & l.pair16Mask) * words + ti >> 6] |= 1 << UInt64(ti & 63)
+        }
+        for p in pairs24 {
+            let ti = Int(p >> 48)
+            fl[l.pair24 + Int(Self.pairHash(p & 0xffff_ffff_ffff) & l.pair24Mask) * words + ti >> 6] |= 1 << UInt64(ti & 63)
+        }
+        filter = fl
+        layout = l
     }
 
     /// The first rule at or after `start` whose header part matches (or hotdrops): the same
@@ -186,53 +355,126 @@ public struct CompiledChain: Sendable {
     public func firstMatch(from start: Int, _ f: PacketFields) -> (index: Int, result: MatchResult)? {
         if tables.isEmpty { return LinearClassifier.firstMatch(rules, from: start, f) }
         if start >= rules.count { return nil }
+        let from = Int32(clamping: max(start, 0))
+        let l = layout
+        let words = l.words
+        // The packet's rows, computed once.
+        let cb = l.cellBits, sb = l.sideBits
+        let cellRow = l.cell &+ Int((f.source >> (32 &- cb)) << cb | f.destination >> (32 &- cb)) &* words
+        let srcRow = l.src &+ Int(f.source >> (32 &- sb)) &* words
+        let dstRow = l.dst &+ Int(f.destination >> (32 &- sb)) &* words
+        let protoRow = l.proto &+ Int(f.proto) &* words
+        let p16 = l.pair16 &+ Int(Self.pairHash(UInt64(f.source >> 16) << 24 | UInt64(f.destination >> 16)) & l.pair16Mask) &* words
+        let p24 = l.pair24 &+ Int(Self.pairHash(UInt64(f.source >> 8) << 24 | UInt64(f.destination >> 8)) & l.pair24Mask) &* words
+        // Without an L4 header a port rule can still hotdrop: the entries' port boxes do not apply.
+        let anyPorts = !f.hasL4
         var best = Int32.max
         var bestResult = MatchResult.noMatch
-        let from = Int32(clamping: max(start, 0))
-        return rules.withUnsafeBufferPointer { rules in
+        return filter.withUnsafeBufferPointer { fl in
             tables.withUnsafeBufferPointer { tables in
                 slots.withUnsafeBufferPointer { slots in
-                    indices.withUnsafeBufferPointer { indices in
-                        for t in tables {
-                            // Tables are sorted by smallest index: none after this one can win.
-                            if t.minIndex >= best { break }
-                            if t.maxIndex < from { continue }
-                            let key = UInt64(f.source & t.srcMask) << 32 | UInt64(f.destination & t.dstMask)
-                            let proto = t.useProto ? f.proto : 0
-                            var s = Self.hash(key, proto) & t.slotMask
-                            while true {
-                                let slot = slots[Int(t.slotBase) + Int(s)]
-                                if slot.count == 0 { break }
-                                if slot.key == key && slot.proto == proto {
-                                    var lo = Int(slot.start)
-                                    let hi = lo + Int(slot.count)
-                                    if slot.count > 8 && indices[lo] < from {
-                                        // First position with index >= from.
-                                        var a = lo, b = hi
-                                        while a < b {
-                                            let m = (a + b) >> 1
-                                            if indices[m] < from { a = m + 1 } else { b = m }
+                    entries.withUnsafeBufferPointer { entries in
+                        rules.withUnsafeBufferPointer { rules in
+                            for w in 0..<words {
+                                var set = fl[cellRow &+ w] & fl[srcRow &+ w] & fl[dstRow &+ w] & fl[protoRow &+ w]
+                                    & (fl[p16 &+ w] | fl[l.pass16 &+ w]) & (fl[p24 &+ w] | fl[l.pass24 &+ w])
+                                while set != 0 {
+                                    let t = tables[w << 6 | set.trailingZeroBitCount]
+                                    set &= set &- 1
+                                    // Tables are sorted by smallest index: none after this one can win.
+                                    if t.minIndex >= best { return (Int(best), bestResult) }
+                                    if t.maxIndex < from { continue }
+                                    let key = UInt64(f.source & t.srcMask) << 32 | UInt64(f.destination & t.dstMask)
+                                    let proto = t.useProto ? f.proto : 0
+                                    var s = Self.hash(key, proto) & t.slotMask
+                                    while true {
+                                        let slot = slots[Int(t.slotBase) &+ Int(s)]
+                                        if slot.count == 0 { break }
+                                        if slot.key == key && slot.proto == proto {
+                                            var lo = Int(slot.start)
+                                            let hi = lo &+ Int(slot.count)
+                                            if slot.count > 8 && entries[lo].index < from {
+                                                // First position with index >= from.
+                                                var a = lo, b = hi
+                                                while a < b {
+                                                    let m = (a &+ b) >> 1
+                                                    if entries[m].index < from { a = m &+ 1 } else { b = m }
+                                                }
+                                                lo = a
+                                            }
+                                            while lo < hi {
+                                                let e = entries[lo]
+                                                if e.index >= best { break }
+                                                if e.index >= from && e.contains(f, anyPorts: anyPorts) {
+                                                    let r = rules[Int(e.index)].matchesBranchFree(f)
+                                                    if r != .noMatch { best = e.index; bestResult = r; break }
+                                                }
+                                                lo &+= 1
+                                            }
+                                            break
                                         }
-                                        lo = a
+                                        s = (s &+ 1) & t.slotMask
                                     }
-                                    while lo < hi {
-                                        let i = indices[lo]
-                                        if i >= best { break }
-                                        if i >= from {
-                                            let r = rules[Int(i)].matches(f)
-                                            if r != .noMatch { best = i; bestResult = r; break }
-                                        }
-                                        lo += 1
-                                    }
-                                    break
                                 }
-                                s = (s + 1) & t.slotMask
                             }
+                            return best == .max ? nil : (Int(best), bestResult)
                         }
-                        return best == .max ? nil : (Int(best), bestResult)
                     }
                 }
             }
         }
     }
+
+    /// Diagnostics for `classbench` (not the lookup path): per packet, the tables the
+    /// prefilter leaves, the tables probed (smallest index below the answer), buckets found,
+    /// slots read and bucket entries looked at.
+    public func probeStats(_ f: PacketFields) -> (candidates: Int, probed: Int, hits: Int, steps: Int, checked: Int) {
+        guard !tables.isEmpty else { return (0, 0, 0, 0, 0) }
+        let l = layout, words = l.words, cb = l.cellBits, sb = l.sideBits
+        var cand = 0, probed = 0, hits = 0, steps = 0, checked = 0
+        let best = Int32(firstMatch(from: 0, f)?.index ?? Int(Int32.max))
+        for w in 0..<words {
+            var set = filter[l.cell + Int((f.source >> (32 - cb)) << cb | f.destination >> (32 - cb)) * words + w]
+                & filter[l.src + Int(f.source >> (32 - sb)) * words + w] & filter[l.dst + Int(f.destination >> (32 - sb)) * words + w]
+                & filter[l.proto + Int(f.proto) * words + w]
+                & (filter[l.pair16 + Int(Self.pairHash(UInt64(f.source >> 16) << 24 | UInt64(f.destination >> 16)) & l.pair16Mask) * words + w]
+                   | filter[l.pass16 + w])
+                & (filter[l.pair24 + Int(Self.pairHash(UInt64(f.source >> 8) << 24 | UInt64(f.destination >> 8)) & l.pair24Mask) * words + w]
+                   | filter[l.pass24 + w])
+            cand += set.nonzeroBitCount
+            while set != 0 {
+                let t = tables[w << 6 | set.trailingZeroBitCount]
+                set &= set - 1
+                if t.minIndex > best { continue }
+                probed += 1
+                let key = UInt64(f.source & t.srcMask) << 32 | UInt64(f.destination & t.dstMask)
+                let proto = t.useProto ? f.proto : 0
+                var s = Self.hash(key, proto) & t.slotMask
+                while slots[Int(t.slotBase) + Int(s)].count != 0 {
+                    steps += 1
+                    let slot = slots[Int(t.slotBase) + Int(s)]
+                    if slot.key == key && slot.proto == proto {
+                        hits += 1
+                        for j in Int(slot.start)..<Int(slot.start + slot.count) where entries[j].index <= best {
+                            checked += 1
+                            if entries[j].contains(f, anyPorts: !f.hasL4) && rules[Int(entries[j].index)].matches(f) != .noMatch { break }
+                        }
+                        break
+                    }
+                    s = (s + 1) & t.slotMask
+                }
+            }
+        }
+        return (cand, probed, hits, steps, checked)
+    }
+
+    /// One line per table (lengths, protocol use, keys, rules, index range), for `classbench`.
+    public var tableSummary: [String] {
+        tables.map { t in
+            let used = (Int(t.slotBase)..<(Int(t.slotBase) + Int(t.slotMask) + 1)).filter { slots[$0].count != 0 }
+            let n = used.reduce(0) { $0 + Int(slots[$1].count) }
+            return "/\(t.srcLen) /\(t.dstLen) proto \(t.useProto) keys \(used.count) rules \(n) index \(t.minIndex)...\(t.maxIndex)"
+        }
+    }
+
 }
