@@ -118,12 +118,19 @@ public struct CompiledChain: Sendable {
 
     /// `linearBelow`: chains with fewer rules are scanned (tests pass 0 to force tables).
     public init(_ rules: [CompiledRule], linearBelow: Int = CompiledChain.linearThreshold) {
+        self.init(rules, linearBelow: linearBelow, mergeSlack: Self.mergeSlack, collisionLimit: Self.collisionLimit,
+                  pairFilterKeys: Self.pairFilterKeys)
+    }
+
+    /// The tuning knobs, for tests and experiments (`mergeSlack` 0: one table per exact tuple).
+    public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int) {
         self.rules = rules
         tables = []
         slots = []
         entries = []
         guard rules.count >= max(linearBelow, 1) else { return }
-        build()
+        build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
+        buildPrefilter(pairFilterKeys: pairFilterKeys)
     }
 
     /// Number of hash tables (0 when the chain is scanned linearly).
@@ -166,7 +173,7 @@ public struct CompiledChain: Sendable {
         return (s, d, r.proto != 0 && !r.protoInvert)
     }
 
-    private mutating func build() {
+    private mutating func build(mergeSlack: Int, collisionLimit: Int) {
         // 1. Assign each rule to a table (TupleMerge): a table with lengths <= the rule's, within
         //    `mergeSlack` bits on each address and the same protocol use; else a new table whose
         //    lengths are the rule's rounded down to a multiple of `mergeSlack`. Rules are taken by
@@ -190,11 +197,11 @@ public struct CompiledChain: Sendable {
             let s = c >> 8, d = (c >> 1) & 0x7f, p = c & 1 == 1
             var best = -1, bestScore = -1
             for (ti, t) in specs.enumerated() where t.proto == p && t.src <= s && t.dst <= d
-                && s - t.src <= Self.mergeSlack && d - t.dst <= Self.mergeSlack {
+                && s - t.src <= mergeSlack && d - t.dst <= mergeSlack {
                 let score = t.src + t.dst
                 if score > bestScore { best = ti; bestScore = score }
             }
-            tableOf[c] = best >= 0 ? best : table((s - s % Self.mergeSlack, d - d % Self.mergeSlack, p))
+            tableOf[c] = best >= 0 ? best : table(mergeSlack == 0 ? (s, d, p) : (s - s % mergeSlack, d - d % mergeSlack, p))
         }
         // Collision limit (TupleMerge): a bucket longer than `collisionLimit` in a merged table
         // sends the exact tuples that were rounded into it to tables of their own lengths. A
@@ -211,7 +218,7 @@ public struct CompiledChain: Sendable {
             var split = Set<Int>()
             for i in rules.indices {
                 let c = code(ruleTuples[i])
-                if specs[tableOf[c]!] != ruleTuples[i] && sizes[bucketKey(i)]! > Self.collisionLimit { split.insert(c) }
+                if specs[tableOf[c]!] != ruleTuples[i] && sizes[bucketKey(i)]! > collisionLimit { split.insert(c) }
             }
             if split.isEmpty { break }
             for c in split { tableOf[c] = table((c >> 8, (c >> 1) & 0x7f, c & 1 == 1)) }
@@ -254,7 +261,6 @@ public struct CompiledChain: Sendable {
                                      minIndex: minIdx[ti], maxIndex: maxIdx[ti], srcLen: UInt8(t.src), dstLen: UInt8(t.dst)))
         }
         tables.sort { $0.minIndex < $1.minIndex }
-        buildPrefilter()
     }
 
     /// The prefilter: per packet, a few row loads ANDed give the tables worth probing. Each
@@ -269,13 +275,13 @@ public struct CompiledChain: Sendable {
     ///   in the `pass` row and always pass.
     /// Sizes grow with the chain (`cellBits`, `sideBits`, pair rows ~ 4 per key), so a
     /// 20-rule chain carries a few kB, not the megabytes a 100k-rule chain uses.
-    private mutating func buildPrefilter() {
+    private mutating func buildPrefilter(pairFilterKeys: Int) {
         var l = FilterLayout()
         let words = (tables.count + 63) / 64
         l.words = words
         let lg = Int.bitWidth - rules.count.leadingZeroBitCount   // bits in the rule count
-        l.sideBits = UInt32(min(16, max(8, lg + 3)))
-        l.cellBits = UInt32(min(8, max(4, (lg + 3) / 2)))
+        l.sideBits = UInt32(min(16, max(8, lg + 1)))
+        l.cellBits = UInt32(min(8, max(4, (lg + 1) / 2)))
         struct Key { var src: UInt32; var dst: UInt32; var proto: UInt8 }
         var keys = [[Key]](repeating: [], count: tables.count)
         for (ti, t) in tables.enumerated() {
@@ -289,7 +295,7 @@ public struct CompiledChain: Sendable {
         // chains (over `pairFilterKeys` keys) every row is itself a cache miss, and the 16-bit
         // side rows already leave about one table to probe (acl1_100k: 1.2 probes without them,
         // 1.0 with, and slower). Then they are one always-pass row each.
-        let usePairs = keys.reduce(0) { $0 + $1.count } <= Self.pairFilterKeys
+        let usePairs = keys.reduce(0) { $0 + $1.count } <= pairFilterKeys
         for (ti, t) in tables.enumerated() where usePairs {
             if t.srcLen >= 16 && t.dstLen >= 16 {
                 for k in keys[ti] { pairs16.insert(UInt64(ti) << 48 | UInt64(k.src >> 16) << 24 | UInt64(k.dst >> 16)) }

@@ -93,7 +93,10 @@ for set in sets {
     let rules = table.chains[fw]
     let parsed = ContinuousClock.now - t0
     let t1 = ContinuousClock.now
-    let chain = CompiledChain(rules)
+    let env = ProcessInfo.processInfo.environment
+    let chain = env["CB_SLACK"] == nil && env["CB_LIMIT"] == nil ? CompiledChain(rules)
+        : CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: Int(env["CB_SLACK"] ?? "") ?? CompiledChain.mergeSlack,
+                        collisionLimit: Int(env["CB_LIMIT"] ?? "") ?? CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys)
     let built = ContinuousClock.now - t1
     if ProcessInfo.processInfo.environment["CB_TABLES"] != nil { chain.tableSummary.forEach { print("  " + $0) } }
     let packets = loadTrace("\(traceDir)/\(set).trace")

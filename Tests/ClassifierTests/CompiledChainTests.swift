@@ -213,10 +213,67 @@ final class CompiledChainTests: XCTestCase {
         }
     }
 
+    /// No merging (one table per exact tuple) on rules with lengths of every size: more than
+    /// 64 tables, so the prefilter's table sets span several words; and the same rules with
+    /// the pair filters switched off. Both must answer like the scan, from every start.
+    func testManyTablesAndNoPairFilters() {
+        let seed = Self.seed() &+ 2
+        print("CompiledChainTests.testManyTablesAndNoPairFilters: seed \(seed)")
+        var g = TestRNG(seed: seed)
+        var rules: [CompiledRule] = []
+        for i in 0..<600 {
+            var r = CompiledRule()
+            let s = i % 33, d = (i / 33 + i) % 33
+            r.srcMask = Self.prefix(s); r.srcNet = [0x0a00_0000, 0xc0a8_0100, g.u32()][g.below(3)] & r.srcMask
+            r.dstMask = Self.prefix(d); r.dstNet = [0x0a00_0000, 0xac10_0000, g.u32()][g.below(3)] & r.dstMask
+            if g.chance(60) { r.proto = [6, 17][g.below(2)] }
+            if g.chance(40) { r.portsUsed = true; r.dportLo = UInt16(g.below(100)); r.dportHi = r.dportLo &+ UInt16(g.below(3)) }
+            rules.append(r)
+        }
+        let many = CompiledChain(rules, linearBelow: 0, mergeSlack: 0, collisionLimit: 16, pairFilterKeys: CompiledChain.pairFilterKeys)
+        let noPairs = CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: 16, pairFilterKeys: 0)
+        XCTAssertGreaterThan(many.tableCount, 64)
+        var matched = 0
+        for _ in 0..<150 {
+            var f = Self.randomPacket(&g, rules)
+            f.inInterface = -1; f.outInterface = -1
+            for start in stride(from: 0, through: rules.count + 1, by: 7) {
+                guard check(rules, many, f, start: start, seed: seed, set: 0),
+                      check(rules, noPairs, f, start: start, seed: seed, set: 1) else { return }
+                if LinearClassifier.firstMatch(rules, from: start, f) != nil { matched += 1 }
+            }
+        }
+        XCTAssertGreaterThan(matched, 1000)
+    }
+
+    /// The branch-free rule check used for candidates gives exactly `matches`' answers.
+    func testBranchFreeMatchesEqualsMatches() {
+        let seed = Self.seed() &+ 3
+        var g = TestRNG(seed: seed)
+        var counts = [MatchResult: Int]()
+        for _ in 0..<50 {
+            let rules = Self.randomRules(&g, count: 50)
+            for _ in 0..<200 {
+                let f = Self.randomPacket(&g, rules)
+                for r in rules {
+                    let a = r.matches(f), b = r.matchesBranchFree(f)
+                    if a != b { XCTFail("seed \(seed): matches \(a), branch-free \(b) for \(r) and \(f)"); return }
+                    counts[a, default: 0] += 1
+                }
+            }
+        }
+        // Every outcome occurs, so the comparison covers them all.
+        XCTAssertGreaterThan(counts[.match] ?? 0, 1000)
+        XCTAssertGreaterThan(counts[.hotdrop] ?? 0, 100)
+    }
+
     func testLayout() {
-        // Buckets and slots are plain values; a slot is 24 bytes, a rule index 4.
+        // Buckets and slots are plain values; a slot is 24 bytes, a bucket entry 28.
         XCTAssertEqual(MemoryLayout<CompiledChain.Slot>.stride, 24)
+        XCTAssertEqual(MemoryLayout<CompiledChain.Entry>.stride, 28)
         XCTAssertTrue(_isPOD(CompiledChain.Slot.self))
+        XCTAssertTrue(_isPOD(CompiledChain.Entry.self))
         XCTAssertTrue(_isPOD(CompiledChain.TupleTable.self))
+        XCTAssertTrue(_isPOD(CompiledChain.FilterLayout.self))
     }
 }
