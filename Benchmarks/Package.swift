@@ -2,10 +2,12 @@
 import PackageDescription
 
 // A separate package so that the root package does not depend on package-benchmark (and its
-// malloc interposer). Depends on the root package's `Wire`, `Capture` and `Conntrack` products only.
+// malloc interposer). Depends on the root package's `Wire`, `Capture`, `Conntrack`, `Rules` and
+// `Classifier` products only.
 //
 //   cd Benchmarks && swift package benchmark --target WireBenchmarks
 //   cd Benchmarks && swift package benchmark --target ConntrackBenchmarks
+//   cd Benchmarks && swift package benchmark --target ClassifierBenchmarks
 //   cd Benchmarks && swift run -c release ConntrackMemory      # RSS of a 1M-connection table, once
 //
 // See docs/benchmarks.md for the recorded figures and the threshold workflow.
@@ -41,6 +43,19 @@ let package = Package(
                 .product(name: "Wire", package: "Sluice"),
             ],
             path: "Benchmarks/ConntrackBenchmarks",
+            plugins: [
+                .plugin(name: "BenchmarkPlugin", package: "benchmark"),
+            ]
+        ),
+        .executableTarget(
+            name: "ClassifierBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Classifier", package: "Sluice"),
+                .product(name: "Rules", package: "Sluice"),
+                .product(name: "Wire", package: "Sluice"),
+            ],
+            path: "Benchmarks/ClassifierBenchmarks",
             plugins: [
                 .plugin(name: "BenchmarkPlugin", package: "benchmark"),
             ]
