@@ -22,6 +22,8 @@ public struct CompiledChain: Sendable {
     public static let mergeSlack = 8
     /// A merged table whose bucket grows past this splits (see `build`).
     public static let collisionLimit = 16
+    /// Chains with fewer tables than this get no prefilter (see `buildPrefilter`).
+    public static let filterTables = 4
     /// Chains with more hash keys than this get no pair filters (see `buildPrefilter`).
     public static let pairFilterKeys = 32_768
 
@@ -38,6 +40,7 @@ public struct CompiledChain: Sendable {
     /// Where each region of `filter` starts (in words) and how it is indexed.
     @usableFromInline
     struct FilterLayout: Sendable {
+        /// 0: no prefilter (every table is a candidate).
         @usableFromInline var words = 0
         /// Top `cellBits` bits of source and of destination, joint: cell = s << cellBits | d.
         @usableFromInline var cellBits: UInt32 = 0
@@ -276,6 +279,9 @@ public struct CompiledChain: Sendable {
     /// Sizes grow with the chain (`cellBits`, `sideBits`, pair rows ~ 4 per key), so a
     /// 20-rule chain carries a few kB, not the megabytes a 100k-rule chain uses.
     private mutating func buildPrefilter(pairFilterKeys: Int) {
+        // A chain of a few tables probes them all for less than the filter's row loads cost
+        // (acl1's first 100 rules: one table).
+        guard tables.count >= Self.filterTables else { return }
         var l = FilterLayout()
         let words = (tables.count + 63) / 64
         l.words = words
@@ -381,9 +387,15 @@ public struct CompiledChain: Sendable {
                 slots.withUnsafeBufferPointer { slots in
                     entries.withUnsafeBufferPointer { entries in
                         rules.withUnsafeBufferPointer { rules in
-                            for w in 0..<words {
-                                var set = fl[cellRow &+ w] & fl[srcRow &+ w] & fl[dstRow &+ w] & fl[protoRow &+ w]
-                                    & (fl[p16 &+ w] | fl[l.pass16 &+ w]) & (fl[p24 &+ w] | fl[l.pass24 &+ w])
+                            for w in 0..<((tables.count &+ 63) >> 6) {
+                                var set: UInt64
+                                if words == 0 {   // no prefilter: the tables of this word, all
+                                    let n = tables.count &- w << 6
+                                    set = n >= 64 ? ~0 : (1 << UInt64(n)) &- 1
+                                } else {
+                                    set = fl[cellRow &+ w] & fl[srcRow &+ w] & fl[dstRow &+ w] & fl[protoRow &+ w]
+                                        & (fl[p16 &+ w] | fl[l.pass16 &+ w]) & (fl[p24 &+ w] | fl[l.pass24 &+ w])
+                                }
                                 while set != 0 {
                                     let t = tables[w << 6 | set.trailingZeroBitCount]
                                     set &= set &- 1
@@ -439,8 +451,9 @@ public struct CompiledChain: Sendable {
         let l = layout, words = l.words, cb = l.cellBits, sb = l.sideBits
         var cand = 0, probed = 0, hits = 0, steps = 0, checked = 0
         let best = Int32(firstMatch(from: 0, f)?.index ?? Int(Int32.max))
-        for w in 0..<words {
-            var set = filter[l.cell + Int((f.source >> (32 - cb)) << cb | f.destination >> (32 - cb)) * words + w]
+        for w in 0..<((tables.count + 63) >> 6) {
+            let n = tables.count - w << 6
+            var set = words == 0 ? (n >= 64 ? ~0 : (1 << UInt64(n)) - 1) : filter[l.cell + Int((f.source >> (32 - cb)) << cb | f.destination >> (32 - cb)) * words + w]
                 & filter[l.src + Int(f.source >> (32 - sb)) * words + w] & filter[l.dst + Int(f.destination >> (32 - sb)) * words + w]
                 & filter[l.proto + Int(f.proto) * words + w]
                 & (filter[l.pair16 + Int(Self.pairHash(UInt64(f.source >> 16) << 24 | UInt64(f.destination >> 16)) & l.pair16Mask) * words + w]
