@@ -22,6 +22,12 @@ public struct CompiledChain: Sendable {
     public static let mergeSlack = 8
     /// A merged table whose bucket grows past this splits (see `build`).
     public static let collisionLimit = 16
+    /// Packets staged together by `firstMatches`.
+    public static let burstStage = 16
+    /// Chains with at least this many rules stage `firstMatches` bursts. Below it the chain's
+    /// arrays sit in L2/L3 and the staging loads only add work (acl1_10k: 287-295 ns per packet
+    /// staged against 247-259 unstaged; acl1_100k: 364 against 530-535, same processes).
+    public static let burstStageRules = 32_768
     /// Chains with fewer tables than this get no prefilter (see `buildPrefilter`).
     public static let filterTables = 4
     /// Chains with more hash keys than this get no pair filters (see `buildPrefilter`).
@@ -36,6 +42,8 @@ public struct CompiledChain: Sendable {
     /// t (tables in order of smallest index). All rows live in `filter`, region after region.
     @usableFromInline var filter: [UInt64] = []
     @usableFromInline var layout = FilterLayout()
+    /// `firstMatches` stages its bursts (big chains only, see `burstStageRules`).
+    @usableFromInline var stagedBursts = false
 
     /// Where each region of `filter` starts (in words) and how it is indexed.
     @usableFromInline
@@ -126,7 +134,8 @@ public struct CompiledChain: Sendable {
     }
 
     /// The tuning knobs, for tests and experiments (`mergeSlack` 0: one table per exact tuple).
-    public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int) {
+    public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int,
+                burstStageRules: Int = CompiledChain.burstStageRules) {
         self.rules = rules
         tables = []
         slots = []
@@ -134,6 +143,7 @@ public struct CompiledChain: Sendable {
         guard rules.count >= max(linearBelow, 1) else { return }
         build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
         buildPrefilter(pairFilterKeys: pairFilterKeys)
+        stagedBursts = layout.words > 0 && rules.count >= burstStageRules
     }
 
     /// Number of hash tables (0 when the chain is scanned linearly).
@@ -441,6 +451,71 @@ public struct CompiledChain: Sendable {
                 }
             }
         }
+    }
+
+    /// `firstMatch(from: 0, _)` for a burst of packets: `results[i]` is the answer for
+    /// `packets[i]` (index -1 and `.noMatch` when nothing matches). The same answers as one
+    /// `firstMatch` per packet; faster on big chains because the burst is walked in stages
+    /// (filter rows and first slot, then bucket entry, then rule) that only load, so the cache
+    /// misses of different packets overlap instead of being paid one after another, as DPDK's
+    /// ACL does with its bursts. `results` must hold at least `packets.count` elements.
+    @inlinable
+    public func firstMatches(_ packets: UnsafeBufferPointer<PacketFields>,
+                             into results: UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>) {
+        precondition(results.count >= packets.count)
+        var sink: UInt64 = 0
+        var base = 0
+        while base < packets.count {
+            let end = min(base &+ Self.burstStage, packets.count)
+            if stagedBursts {
+                // Stage 1: filter rows and the home slot of the first candidate table. Stage 2:
+                // the first entry of that slot's bucket; stage 3: its rule. Loads only; no
+                // decisions. Between stages `results[i].index` holds the slot, then the rule
+                // index (nothing is allocated); the answers overwrite them below.
+                filter.withUnsafeBufferPointer { fl in
+                    tables.withUnsafeBufferPointer { tables in
+                        slots.withUnsafeBufferPointer { slots in
+                            let l = layout, cb = l.cellBits, sb = l.sideBits
+                            for i in base..<end {
+                                let f = packets[i]
+                                let cellIndex = Int((f.source >> (32 &- cb)) << cb | f.destination >> (32 &- cb))
+                                let srcIndex = Int(f.source >> (32 &- sb)), dstIndex = Int(f.destination >> (32 &- sb))
+                                var set = fl[l.cell &+ cellIndex &* l.words]
+                                set &= fl[l.src &+ srcIndex &* l.words]
+                                set &= fl[l.dst &+ dstIndex &* l.words]
+                                set &= fl[l.proto &+ Int(f.proto) &* l.words]
+                                let t = tables[set == 0 ? 0 : set.trailingZeroBitCount]
+                                let key = UInt64(f.source & t.srcMask) << 32 | UInt64(f.destination & t.dstMask)
+                                let s = Int(t.slotBase) &+ Int(Self.hash(key, t.useProto ? f.proto : 0) & t.slotMask)
+                                results[i] = (Int32(truncatingIfNeeded: s), .noMatch)
+                                sink &+= slots[s].key
+                            }
+                            entries.withUnsafeBufferPointer { entries in
+                                rules.withUnsafeBufferPointer { rules in
+                                    for i in base..<end {
+                                        let slot = slots[Int(results[i].index)]
+                                        let e = entries[slot.count != 0 ? Int(slot.start) : 0]
+                                        results[i].index = e.index
+                                        sink &+= UInt64(e.srcNet)
+                                    }
+                                    for i in base..<end { sink &+= UInt64(rules[Int(results[i].index)].dstNet) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for i in base..<end {
+                if let m = firstMatch(from: 0, packets[i]) {
+                    results[i] = (Int32(m.index), m.result)
+                } else {
+                    results[i] = (-1, .noMatch)
+                }
+            }
+            base = end
+        }
+        // Keeps the staging loads: the compiler cannot prove this never happens.
+        if sink == 0x5eed_5eed_5eed_5eed, !results.isEmpty { results[0].result = results[0].result }
     }
 
     /// Diagnostics for `classbench` (not the lookup path): per packet, the tables the

@@ -246,6 +246,48 @@ final class CompiledChainTests: XCTestCase {
         XCTAssertGreaterThan(matched, 1000)
     }
 
+    /// `firstMatches` (bursts, staged or not) answers what `firstMatch(from: 0, _)` answers,
+    /// for every packet of bursts of every length around the staging group size.
+    func testFirstMatchesEqualsFirstMatch() {
+        let seed = Self.seed() &+ 4
+        var g = TestRNG(seed: seed)
+        var checked = 0, matched = 0
+        for set in 0..<12 {
+            let rules = Self.randomRules(&g, count: [20, 150, 400][set % 3])
+            let chain = set % 2 == 0
+                ? CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: 16,
+                                pairFilterKeys: CompiledChain.pairFilterKeys, burstStageRules: 0)
+                : CompiledChain(rules)
+            XCTAssertEqual(chain.stagedBursts, set % 2 == 0 && chain.layout.words > 0)
+            let packets = (0..<300).map { _ in Self.randomPacket(&g, rules) }
+            var out = [(index: Int32, result: MatchResult)](repeating: (-7, .match), count: packets.count)
+            packets.withUnsafeBufferPointer { all in
+                out.withUnsafeMutableBufferPointer { res in
+                    var i = 0, n = 0
+                    while i < all.count {
+                        let len = min([0, 1, 15, 16, 17, 64][n % 6], all.count - i)
+                        n += 1
+                        chain.firstMatches(UnsafeBufferPointer(rebasing: all[i..<(i + len)]),
+                                           into: UnsafeMutableBufferPointer(rebasing: res[i..<(i + len)]))
+                        i += len
+                    }
+                }
+            }
+            for (k, f) in packets.enumerated() {
+                let want = chain.firstMatch(from: 0, f)
+                let lin = LinearClassifier.firstMatch(rules, from: 0, f)
+                XCTAssertEqual(want?.index, lin?.index)
+                if Int(out[k].index) != (want?.index ?? -1) || out[k].result != (want?.result ?? .noMatch) {
+                    XCTFail("seed \(seed) set \(set) packet \(k): burst \(out[k]) single \(String(describing: want))")
+                    return
+                }
+                checked += 1
+                if want != nil { matched += 1 }
+            }
+        }
+        XCTAssertGreaterThan(matched, checked / 10)
+    }
+
     /// The branch-free rule check used for candidates gives exactly `matches`' answers.
     func testBranchFreeMatchesEqualsMatches() {
         let seed = Self.seed() &+ 3
