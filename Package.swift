@@ -50,10 +50,15 @@ let package = Package(
         .target(name: "Engine", dependencies: ["Wire", "Rules", "Classifier", "NetModel", "Diagnostics", "Conntrack"]),
         .target(name: "Replay", dependencies: ["Engine", "Capture", "Wire", "Rules", "NetModel",
                                                .product(name: "Logging", package: "swift-log")]),
+        // Counts malloc/calloc/realloc/aligned allocations for `sluice bench` (interposes the
+        // allocator in the executable that links it; see Sources/CMallocCounter/include).
+        .target(name: "CMallocCounter"),
+        // `sluice bench`: captures in memory, replayed through the engine until S seconds pass.
+        .target(name: "Bench", dependencies: ["Engine", "Capture", "Wire", "Rules", "NetModel", "Classifier", "CMallocCounter"]),
         .executableTarget(
             name: "sluice",
             dependencies: [
-                "Replay", "Engine", "Rules", "NetModel", "Capture", "Wire",
+                "Bench", "Replay", "Engine", "Rules", "NetModel", "Capture", "Wire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -74,6 +79,7 @@ let package = Package(
             dependencies: ["Replay", "Engine", "Capture", "Wire", "Rules"],
             exclude: ["Golden"]
         ),
+        .testTarget(name: "BenchTests", dependencies: ["Bench", "CMallocCounter"]),
         .testTarget(name: "KernelDiffTests", dependencies: ["Replay", "Rules", "Engine", "Capture", "Wire"]),
     ]
 )

@@ -17,7 +17,7 @@ struct Sluice: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "A userspace packet-processing engine: iptables semantics over captures (and, later, NFQUEUE).",
-        subcommands: [ReplayCommand.self, CheckCommand.self, TraceCommand.self]
+        subcommands: [ReplayCommand.self, CheckCommand.self, TraceCommand.self, BenchCommand.self]
     )
 }
 
