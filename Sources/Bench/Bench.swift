@@ -60,6 +60,9 @@ public struct BenchResult: Sendable {
     /// Captured bytes of those packets.
     public var bytes = 0
     public var seconds = 0.0
+    /// CPU time of this thread over the same passes: on a shared machine, wall time includes
+    /// time the thread waited for a core; CPU time does not.
+    public var cpuSeconds = 0.0
     public var passes = 0
     public var warmupPasses = 0
     /// Packets (and captured bytes) in one pass over the inputs.
@@ -86,6 +89,7 @@ public struct BenchResult: Sendable {
     public var packetsPerSecond: Double { seconds > 0 ? Double(packets) / seconds : 0 }
     public var nsPerPacket: Double { packets > 0 ? seconds * 1e9 / Double(packets) : 0 }
     public var bytesPerSecond: Double { seconds > 0 ? Double(bytes) / seconds : 0 }
+    public var nsPerPacketCPU: Double { packets > 0 ? cpuSeconds * 1e9 / Double(packets) : 0 }
     public var mallocsPerPacket: Double? { mallocs.map { packets > 0 ? Double($0) / Double(packets) : 0 } }
 
     /// One JSON object, one line.
@@ -98,6 +102,9 @@ public struct BenchResult: Sendable {
         o.add("packets_per_second", double: packetsPerSecond)
         o.add("mpps", double: packetsPerSecond / 1e6)
         o.add("ns_per_packet", double: nsPerPacket)
+        o.add("cpu_seconds", double: cpuSeconds)
+        o.add("ns_per_packet_cpu", double: nsPerPacketCPU)
+        o.add("mpps_cpu", double: cpuSeconds > 0 ? Double(packets) / cpuSeconds / 1e6 : 0)
         o.add("bytes_per_second", double: bytesPerSecond)
         o.add("gbps", double: bytesPerSecond * 8 / 1e9)
         o.add("mallocs", int: mallocs.map { Int($0) })
@@ -258,12 +265,13 @@ struct Run {
     /// Repeats `pass` (warm-up passes untimed and uncounted), then timed passes until
     /// `minSeconds`; returns (timed passes, seconds, mallocs).
     func repeatPasses(_ o: BenchOptions, countMallocs: Bool, label: String, _ pass: (_ number: Int, _ timed: Bool) -> Void)
-        -> (passes: Int, seconds: Double, mallocs: UInt64?) {
+        -> (passes: Int, seconds: Double, cpu: Double, mallocs: UInt64?) {
         var progress = BenchProgress(enabled: o.progress, label: label)
         for w in 0 ..< o.warmupPasses { pass(w, false) }
         var passes = 0
         let m0 = sluice_malloc_count()
         if countMallocs { sluice_malloc_counting(1) }
+        let c0 = cpuNow()
         let t0 = now()
         var elapsed = 0.0
         repeat {
@@ -276,10 +284,11 @@ struct Run {
                 if countMallocs { sluice_malloc_counting(1) }
             }
         } while elapsed < o.minSeconds
+        let cpu = cpuNow() - c0
         sluice_malloc_counting(0)
         let m1 = sluice_malloc_count()
         progress.finish()
-        return (passes, elapsed, countMallocs ? m1 - m0 : nil)
+        return (passes, elapsed, cpu, countMallocs ? m1 - m0 : nil)
     }
 
     mutating func full(_ engine: inout Engine, _ o: BenchOptions, _ r: inout BenchResult, countMallocs: Bool) throws {
@@ -307,6 +316,7 @@ struct Run {
         r.warmupPasses = o.warmupPasses
         r.passes = run.passes
         r.seconds = run.seconds
+        r.cpuSeconds = run.cpu
         r.mallocs = run.mallocs
         r.packets = run.passes * packets.count
         r.bytes = run.passes * r.captureBytes
@@ -334,6 +344,7 @@ struct Run {
         r.warmupPasses = o.warmupPasses
         r.passes = run.passes
         r.seconds = run.seconds
+        r.cpuSeconds = run.cpu
         r.mallocs = run.mallocs
         r.packets = run.passes * packets.count
         r.bytes = run.passes * r.captureBytes
@@ -387,6 +398,7 @@ struct Run {
         r.warmupPasses = o.warmupPasses
         r.passes = run.passes
         r.seconds = run.seconds
+        r.cpuSeconds = run.cpu
         r.mallocs = run.mallocs
         r.packets = run.passes * prepared.count
         r.bytes = run.passes * bytes
@@ -399,6 +411,13 @@ struct Run {
 func now() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// CPU time of the calling thread.
+func cpuNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 

@@ -105,7 +105,7 @@ struct BenchCommand: ParsableCommand {
         for i in r.inputs { o += "  \(i.interface): \(i.path)\n" }
         o += "capture: \(r.capturePackets) packets, \(r.captureBytes) bytes per pass\(r.skipped > 0 ? " (\(r.skipped) records of undecodable link types skipped)" : "")\n"
         o += "timed: \(r.packets) packets in \(r.passes) passes, \(fixed(r.seconds, 3)) s (after \(r.warmupPasses) warm-up passes)\n"
-        o += "  \(fixed(r.packetsPerSecond / 1e6, 3)) Mpps, \(fixed(r.nsPerPacket, 1)) ns/packet, \(fixed(r.bytesPerSecond / 1e6, 1)) MB/s (\(fixed(r.bytesPerSecond * 8 / 1e9, 2)) Gbit/s)\n"
+        o += "  \(fixed(r.packetsPerSecond / 1e6, 3)) Mpps, \(fixed(r.nsPerPacket, 1)) ns/packet (\(fixed(r.nsPerPacketCPU, 1)) ns/packet of CPU time), \(fixed(r.bytesPerSecond / 1e6, 1)) MB/s (\(fixed(r.bytesPerSecond * 8 / 1e9, 2)) Gbit/s)\n"
         if let m = r.mallocsPerPacket { o += "  mallocs: \(r.mallocs!) (\(fixed(m, 4)) per packet)\n" } else { o += "  mallocs: not counted (malloc is not interposed in this process)\n" }
         if let c = r.connections { o += "connections at the end: \(c) (table of \(r.conntrackCapacity ?? 0))\n" } else { o += "conntrack: off (the rule set does not need it)\n" }
         o += "verdicts (timed passes): " + r.verdicts.filter { $0.1 > 0 }.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + "\n"
