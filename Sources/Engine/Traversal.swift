@@ -347,8 +347,9 @@ extension Engine {
         case .constant(let v): return b(v)
         case .ctState(let want, let inv): return b(!ctStateBits(ctx).intersection(want).isEmpty != inv)
         case .connmark(let mm, let inv):
-            guard let ct = conntrack, ctx.ct.index >= 0 else { return b(inv) }
-            return b(mm.matches(ct[ctx.ct.index].mark) != inv)
+            // Read in place: `if let ct = conntrack` would copy the table (and retain its arrays).
+            guard ctx.ct.index >= 0, let mark = conntrack?[ctx.ct.index].mark else { return b(inv) }
+            return b(mm.matches(mark) != inv)
         case .conntrack(let x): return b(conntrackMatch(x, ctx))
         }
     }
@@ -357,8 +358,7 @@ extension Engine {
     func ctStateBits(_ ctx: PacketContext) -> CtState {
         var s = ctx.ct.state
         if s.isEmpty { s = .invalid }
-        if let ct = conntrack, ctx.ct.index >= 0 {
-            let st = ct[ctx.ct.index].status
+        if ctx.ct.index >= 0, let st = conntrack?[ctx.ct.index].status {
             if st.contains(.srcNAT) { s.insert(.snat) }
             if st.contains(.dstNAT) { s.insert(.dnat) }
         }
@@ -368,13 +368,12 @@ extension Engine {
     /// xt_conntrack: every option given must hold (each with its own `!`).
     func conntrackMatch(_ x: ConntrackMatch, _ ctx: PacketContext) -> Bool {
         if let st = x.state, ctStateBits(ctx).intersection(st.value).isEmpty != st.invert { return false }
-        guard let ct = conntrack, ctx.ct.index >= 0 else {
+        guard ctx.ct.index >= 0, let c = conntrack?[ctx.ct.index] else {
             // No connection: only a state match can hold.
             return x.status == nil && x.proto == nil && x.origSource == nil && x.origDestination == nil && x.replySource == nil
                 && x.replyDestination == nil && x.origSourcePort == nil && x.origDestinationPort == nil && x.replySourcePort == nil
                 && x.replyDestinationPort == nil && x.directionReply == nil
         }
-        let c = ct[ctx.ct.index]
         if let v = x.status {
             var s = CtStatus()
             if c.status.contains(.expected) { s.insert(.expected) }
