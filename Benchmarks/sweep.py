@@ -34,6 +34,9 @@ BULK = os.path.join(SHARED, "captures", "bulk")
 BULK_ROUTABLE = ["emix.pcap", "1kxun.pcap", "gnutella.pcap"]
 NETWORK = os.path.join(REPO, "examples", "bench", "network")
 CLASSIFIERS = ["linear", "compiled"]
+# eth1's address in examples/bench/network: where MASQUERADE puts the requests, and where the
+# replies come back to.
+MASQ_ADDRESS = "198.19.255.1"
 
 
 def run_bench(sluice, rules, captures, classifier, min_seconds, extra=()):
@@ -287,11 +290,13 @@ def sweep_size(a, tmp):
     rules = os.path.join(REPO, "examples", "bench", "masquerade.rules")
     with open(os.path.join(a.out, "size.jsonl"), "w") as log:
         for size in [64, 128, 256, 512, 1024, 1514]:
-            cap = os.path.join(tmp, f"size-{size}.pcap")
-            subprocess.run([a.capgen, "flows", "1000", cap, "--packets", "4", "--size", str(size)], check=True, stdout=subprocess.DEVNULL)
-            r = measure(a.sluice, [rules], [cap], a.min_seconds, a.repeat, log, f"{size} B")
+            cap, rep = os.path.join(tmp, f"size-{size}.pcap"), os.path.join(tmp, f"size-{size}-replies.pcap")
+            subprocess.run([a.capgen, "flows", "1000", cap, "--packets", "4", "--size", str(size), "--replies-to", MASQ_ADDRESS, rep],
+                           check=True, stdout=subprocess.DEVNULL)
+            r = measure(a.sluice, [rules], ["eth0=" + cap, "eth1=" + rep], a.min_seconds, a.repeat, log, f"{size} B")
             rows.append((size, r))
             os.remove(cap)
+            os.remove(rep)
     lines = ["| frame bytes | linear Mpps (wall) | compiled Mpps (wall) | linear ns/packet (CPU) | compiled ns/packet (CPU) | linear Gbit/s (wall) | mallocs/packet (max) |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s, r in rows:
@@ -299,7 +304,8 @@ def sweep_size(a, tmp):
         lines.append(f"| {s} | {li['mpps']:.3f} | {co['mpps']:.3f} | {li['ns_cpu']:,.0f} | {co['ns_cpu']:,.0f} | {li['gbps']:.2f} | "
                      f"{max(li['mallocs_per_packet'], co['mallocs_per_packet'])} |")
     write_md(a, "size", "Throughput against packet size (examples/bench/masquerade.rules: conntrack + MASQUERADE)",
-             "Captures: `capgen flows 1000 --packets 4 --size BYTES` (request, reply, request, reply per flow).", lines)
+             "Captures: `capgen flows 1000 --packets 4 --size BYTES --replies-to 198.19.255.1 R.pcap`: requests arrive on eth0 and are "
+             "masqueraded out eth1; replies arrive on eth1 addressed to 198.19.255.1, are de-NATed and go out eth0. Every packet is rewritten.", lines)
     svg_plot(os.path.join(a.out, "size.svg"), "Conntrack + MASQUERADE vs. frame size",
              "Ethernet frame bytes", "Mpps per CPU-second",
              [(c, [(s, r[c]["mpps_cpu"]) for s, r in rows]) for c in CLASSIFIERS], xlog=True, ylog=False,
@@ -312,6 +318,10 @@ def sweep_stages(a, tmp):
     accept-all (parse + routing + hooks), stateful (+ conntrack), masquerade (+ NAT rewrite)."""
     cap = os.path.join(tmp, "stages.pcap")
     subprocess.run([a.capgen, "flows", "10000", cap, "--packets", "4", "--size", "64"], check=True, stdout=subprocess.DEVNULL)
+    # For MASQUERADE the replies come back to the masquerading address, on eth1.
+    nat_req, nat_rep = os.path.join(tmp, "stages-nat.pcap"), os.path.join(tmp, "stages-nat-replies.pcap")
+    subprocess.run([a.capgen, "flows", "10000", nat_req, "--packets", "4", "--size", "64", "--replies-to", MASQ_ADDRESS, nat_rep],
+                   check=True, stdout=subprocess.DEVNULL)
     ex = os.path.join(REPO, "examples", "bench")
     steps = [("parse (PacketParser)", "accept-all.rules", ["--stage", "parse"]),
              ("classify (FORWARD chains, 1 rule)", "accept-all.rules", ["--stage", "classify"]),
@@ -321,9 +331,11 @@ def sweep_stages(a, tmp):
     rows = []
     with open(os.path.join(a.out, "stages.jsonl"), "w") as log:
         for name, rules, extra in steps:
-            r = measure(a.sluice, [os.path.join(ex, rules)], [cap], a.min_seconds, a.repeat, log, name, extra)
+            caps = ["eth0=" + nat_req, "eth1=" + nat_rep] if rules == "masquerade.rules" else [cap]
+            r = measure(a.sluice, [os.path.join(ex, rules)], caps, a.min_seconds, a.repeat, log, name, extra)
             rows.append((name, r))
-    os.remove(cap)
+    for f in (cap, nat_req, nat_rep):
+        os.remove(f)
     lines = ["| run | linear ns/packet (CPU) | compiled ns/packet (CPU) | linear Mpps (wall) | mallocs/packet (max) |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for name, r in rows:
@@ -335,7 +347,9 @@ def sweep_stages(a, tmp):
                  f"NAT binding + rewrite ≈ {ns[4] - ns[3]:,.0f} ns/packet (masquerade − stateful), "
                  f"routing + hooks + verdict ≈ {ns[2] - ns[0] - ns[1]:,.0f} ns/packet (accept-all − parse − classify).")
     write_md(a, "stages", "Per-stage cost, by separate runs",
-             "Capture: `capgen flows 10000 --packets 4 --size 64`, arriving on eth0 of examples/bench/network.", lines)
+             "Capture: `capgen flows 10000 --packets 4 --size 64` (request, reply, request, reply per flow), arriving on eth0 of "
+             "examples/bench/network and forwarded both ways; for masquerade, the same flows with the replies arriving on eth1 "
+             "addressed to the masquerading address (`--replies-to 198.19.255.1`).", lines)
     return rows
 
 

@@ -8,6 +8,10 @@
 // rounds: round r sends packet r of every flow, in flow order, so all N flows are open at once.
 // Packets are 1 µs apart. BYTES is the Ethernet frame length without FCS (>= 42: Ethernet,
 // IPv4 and UDP headers); the UDP payload fills the rest.
+//
+// --replies-to ADDR REPLIES.pcap: the replies go to a second file, addressed to ADDR (the
+// client port kept), as they arrive on the outside of a box that masqueraded the requests
+// behind ADDR.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,6 +22,7 @@ enum FlowCapture {
     static func main(_ args: [String]) -> Int32 {
         var positional: [String] = []
         var packetsPerFlow = 2, size = 64
+        var repliesTo: (address: IPv4Address, path: String)? = nil
         var k = 0
         while k < args.count {
             let a = args[k]
@@ -25,6 +30,10 @@ enum FlowCapture {
             switch a {
             case "--packets": guard let v = value(), v >= 1 else { return usage() }; packetsPerFlow = v
             case "--size": guard let v = value(), v >= 42, v <= 1514 else { return usage() }; size = v
+            case "--replies-to":
+                guard k + 2 < args.count, let a = IPv4Address(Substring(args[k + 1])) else { return usage() }
+                repliesTo = (a, args[k + 2])
+                k += 2
             default: positional.append(a)
             }
             k += 1
@@ -36,6 +45,7 @@ enum FlowCapture {
         let t0: Int64 = 1_767_225_600 * 1_000_000_000
         do {
             let w = try PcapWriter(path: path, linkTypeRaw: LinkType.ethernet.rawValue, resolution: .microsecond)
+            let rw = try repliesTo.map { try PcapWriter(path: $0.path, linkTypeRaw: LinkType.ethernet.rawValue, resolution: .microsecond) } ?? w
             var t = t0
             for round in 0 ..< packetsPerFlow {
                 for i in 0 ..< n {
@@ -45,13 +55,14 @@ enum FlowCapture {
                     let ip = round % 2 == 0
                         ? PacketBuilder.udp(source: client, destination: server, sourcePort: cport, destinationPort: 443, payload: payload,
                                             identification: UInt16(truncatingIfNeeded: round))
-                        : PacketBuilder.udp(source: server, destination: client, sourcePort: 443, destinationPort: cport, payload: payload,
-                                            identification: UInt16(truncatingIfNeeded: round))
-                    try w.append(frame: PacketBuilder.ethernet(destination: boxMAC, source: clientMAC, payload: ip), timestampNanos: t)
+                        : PacketBuilder.udp(source: server, destination: repliesTo?.address ?? client, sourcePort: 443, destinationPort: cport,
+                                            payload: payload, identification: UInt16(truncatingIfNeeded: round))
+                    try (round % 2 == 0 ? w : rw).append(frame: PacketBuilder.ethernet(destination: boxMAC, source: clientMAC, payload: ip), timestampNanos: t)
                     t += 1000
                 }
             }
             try w.close()
+            if repliesTo != nil { try rw.close() }
             print("wrote \(path): \(n) flows, \(n * packetsPerFlow) packets of \(size) bytes")
             return 0
         } catch {
@@ -61,7 +72,7 @@ enum FlowCapture {
     }
 
     static func usage() -> Int32 {
-        print("usage: capgen flows N OUT.pcap [--packets K (default 2)] [--size FRAME_BYTES (42-1514, default 64)]")
+        print("usage: capgen flows N OUT.pcap [--packets K (default 2)] [--size FRAME_BYTES (42-1514, default 64)] [--replies-to ADDR REPLIES.pcap]")
         return 2
     }
 }
