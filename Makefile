@@ -5,7 +5,7 @@ SWIFT ?= swift
 APT_PACKAGES := pkg-config libpcap-dev libnetfilter-queue-dev libnfnetlink-dev libmnl-dev iptables nftables iproute2 procps tcpreplay tcpdump ethtool ipset
 DEMO_OUT ?= out/demo
 
-.PHONY: deps build release demo test captures bench clean
+.PHONY: deps build release demo test captures bench sweep clean
 
 deps:
 	@missing=""; \
@@ -39,6 +39,12 @@ captures: deps
 
 bench: deps
 	cd Benchmarks && $(SWIFT) package benchmark thresholds check
+
+# Scaling sweeps over `sluice bench --json` (needs ../shared): tables and SVG plots in docs/sweeps/.
+sweep: deps
+	$(SWIFT) build -c release --product sluice
+	$(SWIFT) build -c release --product capgen
+	python3 Benchmarks/sweep.py
 
 clean:
 	rm -rf .build out
