@@ -51,10 +51,28 @@ def run_bench(sluice, rules, captures, classifier, min_seconds, extra=()):
     return json.loads(out.stdout)
 
 
+# --replot: the records of an earlier run (<out>/<sweep>.jsonl), by (label, classifier).
+CACHE = None
+
+
+def load_cache(path):
+    global CACHE
+    CACHE = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            CACHE.setdefault((r["label"], r["classifier"]), []).append(r)
+
+
 def measure(sluice, rules, captures, min_seconds, repeat, log, label, extra=()):
     """Median figures per classifier; runs interleaved (linear, compiled, linear, ...)."""
     runs = {c: [] for c in CLASSIFIERS}
-    for _ in range(repeat):
+    if CACHE is not None:
+        for c in CLASSIFIERS:
+            runs[c] = CACHE[(label, c)]
+            for r in runs[c]:
+                log.write(json.dumps(r) + "\n")
+    for _ in range(repeat if CACHE is None else 0):
         for c in CLASSIFIERS:
             r = run_bench(sluice, rules, captures, c, min_seconds, extra)
             r["label"] = label
@@ -73,6 +91,7 @@ def measure(sluice, rules, captures, min_seconds, repeat, log, label, extra=()):
             "connections": rs[-1]["connections"],
             "rules": rs[-1]["rules"],
             "peak_rss": statistics.median(r["peak_rss_bytes"] for r in rs),
+            "rss": statistics.median(r["rss_bytes"] for r in rs),
             "input_memory": rs[-1]["input_memory_bytes"],
             "packets": rs[-1]["capture_packets"],
             "cpu_share": statistics.median(r["cpu_seconds"] / r["seconds"] for r in rs if r["seconds"] > 0),
@@ -113,8 +132,9 @@ def fmt_num(v):
     return f"{v:.3g}"
 
 
-def svg_plot(path, title, xlabel, ylabel, series, xlog=True, ylog=True, note=""):
-    """series: list of (name, [(x, y), ...]). Lines with markers, axes, ticks, grid, legend."""
+def svg_plot(path, title, xlabel, ylabel, series, xlog=True, ylog=True, note="", xticks=None):
+    """series: list of (name, [(x, y), ...]). Lines with markers, axes, ticks, grid, legend.
+    xticks: explicit ticks on a log x axis that spans exactly their range."""
     W, H = 760, 480
     L, R, T, B = 80, 190, 50, 70
     pw, ph = W - L - R, H - T - B
@@ -122,7 +142,11 @@ def svg_plot(path, title, xlabel, ylabel, series, xlog=True, ylog=True, note="")
     ys = [y for _, pts in series for _, y in pts if y > 0]
     if not xs or not ys:
         return
-    if xlog:
+    minor_x = xlog and xticks is None
+    if xlog and xticks is not None:
+        xlo, xhi = min(xticks) / 1.15, max(xticks) * 1.15
+        fx = lambda x: L + pw * (math.log10(x) - math.log10(xlo)) / (math.log10(xhi) - math.log10(xlo))
+    elif xlog:
         xlo, xhi = 10 ** math.floor(math.log10(min(xs))), 10 ** math.ceil(math.log10(max(xs)))
         xticks = [10 ** e for e in range(int(round(math.log10(xlo))), int(round(math.log10(xhi))) + 1)]
         fx = lambda x: L + pw * (math.log10(x) - math.log10(xlo)) / (math.log10(xhi) - math.log10(xlo))
@@ -152,8 +176,8 @@ def svg_plot(path, title, xlabel, ylabel, series, xlog=True, ylog=True, note="")
     for t in xticks:
         x = fx(t)
         o.append(f'<line x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{T + ph}" stroke="#ddd"/>')
-        o.append(f'<text x="{x:.1f}" y="{T + ph + 18}" text-anchor="middle">{fmt_num(t)}</text>')
-    if xlog:
+        o.append(f'<text x="{x:.1f}" y="{T + ph + 18}" text-anchor="middle">{fmt_num(t) if minor_x or not xlog else int(t)}</text>')
+    if minor_x:
         for e in range(len(xticks) - 1):
             for m in range(2, 10):
                 x = fx(xticks[e] * m)
@@ -215,6 +239,18 @@ def cut_rules(src, n, dst):
     return dst
 
 
+def gen(cmd, **kw):
+    """Runs capgen, unless replotting (then the captures are not needed)."""
+    if CACHE is None:
+        subprocess.run(cmd)
+
+
+def remove(*paths):
+    for p in paths:
+        if os.path.exists(p):
+            os.remove(p)
+
+
 def sweep_rules(a, tmp):
     base = os.path.join(CLASSBENCH, "acl1_1k.rules")
     caps = [os.path.join(BULK, c) for c in BULK_ROUTABLE]
@@ -258,24 +294,26 @@ def sweep_connections(a, tmp):
     with open(os.path.join(a.out, "connections.jsonl"), "w") as log:
         for n, label in [(1000, "1k"), (100_000, "100k"), (1_000_000, "1M")]:
             cap = os.path.join(tmp, f"flows-{label}.pcap")
-            subprocess.run([a.capgen, "flows", str(n), cap, "--packets", "2", "--size", "64"], check=True, stdout=subprocess.DEVNULL)
+            gen([a.capgen, "flows", str(n), cap, "--packets", "2", "--size", "64"])
             r = measure(a.sluice, [rules], [cap], a.min_seconds, a.repeat, log, label, ["--conntrack-max", str(1 << 21)])
             rows.append((n, r))
-            os.remove(cap)
-    lines = ["| flows (UDP, request + reply) | connections at the end | linear Mpps (wall) | compiled Mpps (wall) | linear ns/packet (CPU) | compiled ns/packet (CPU) | peak RSS MiB | mallocs/packet (max) |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            remove(cap)
+    lines = ["| flows (UDP, request + reply) | connections at the end | linear Mpps (wall) | compiled Mpps (wall) | linear ns/packet (CPU) | compiled ns/packet (CPU) | RSS at the end, MiB | peak RSS MiB | mallocs/packet (max) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for n, r in rows:
         li, co = r["linear"], r["compiled"]
         lines.append(f"| {n:,} | {li['connections']:,} | {li['mpps']:.3f} | {co['mpps']:.3f} | {li['ns_cpu']:,.0f} | {co['ns_cpu']:,.0f} | "
-                     f"{li['peak_rss'] / 2**20:.1f} | {max(li['mallocs_per_packet'], co['mallocs_per_packet'])} |")
+                     f"{li['rss'] / 2**20:.1f} | {li['peak_rss'] / 2**20:.1f} | {max(li['mallocs_per_packet'], co['mallocs_per_packet'])} |")
     if len(rows) >= 2:
         (n0, r0), (n1, r1) = rows[0], rows[-1]
-        grow = (r1["linear"]["peak_rss"] - r0["linear"]["peak_rss"]) - (r1["linear"]["input_memory"] - r0["linear"]["input_memory"])
+        grow = (r1["linear"]["rss"] - r0["linear"]["rss"]) - (r1["linear"]["input_memory"] - r0["linear"]["input_memory"])
         per = grow / (r1["linear"]["connections"] - r0["linear"]["connections"])
         lines.append("")
-        lines.append(f"Peak RSS growth from {n0:,} to {n1:,} connections, less the growth of the bench's own copy of the "
-                     f"capture: {grow / 2**20:.1f} MiB, or {per:.0f} bytes per connection (table capacity 2,097,152; "
-                     f"bucket heads are sized by capacity and counted in both runs).")
+        lines.append(f"Memory per connection: VmRSS after the run grew by {(r1['linear']['rss'] - r0['linear']['rss']) / 2**20:.1f} MiB "
+                     f"from {n0:,} to {n1:,} connections; less the growth of the bench's own copy of the capture "
+                     f"({(r1['linear']['input_memory'] - r0['linear']['input_memory']) / 2**20:.1f} MiB) that is {grow / 2**20:.1f} MiB, "
+                     f"or {per:.0f} bytes per connection (table capacity 2,097,152 in both runs, so its bucket heads cancel out). "
+                     f"Peak RSS (VmHWM) is higher: it includes the capture file read while loading, freed before the timed passes.")
     write_md(a, "connections", "Throughput against concurrent connections (examples/bench/stateful.rules)",
              "Captures: `capgen flows N` (one request and one reply per flow, 64-byte frames), conntrack table of 2^21.", lines)
     svg_plot(os.path.join(a.out, "connections.svg"), "Stateful forwarding vs. concurrent connections",
@@ -291,12 +329,10 @@ def sweep_size(a, tmp):
     with open(os.path.join(a.out, "size.jsonl"), "w") as log:
         for size in [64, 128, 256, 512, 1024, 1514]:
             cap, rep = os.path.join(tmp, f"size-{size}.pcap"), os.path.join(tmp, f"size-{size}-replies.pcap")
-            subprocess.run([a.capgen, "flows", "1000", cap, "--packets", "4", "--size", str(size), "--replies-to", MASQ_ADDRESS, rep],
-                           check=True, stdout=subprocess.DEVNULL)
+            gen([a.capgen, "flows", "1000", cap, "--packets", "4", "--size", str(size), "--replies-to", MASQ_ADDRESS, rep])
             r = measure(a.sluice, [rules], ["eth0=" + cap, "eth1=" + rep], a.min_seconds, a.repeat, log, f"{size} B")
             rows.append((size, r))
-            os.remove(cap)
-            os.remove(rep)
+            remove(cap, rep)
     lines = ["| frame bytes | linear Mpps (wall) | compiled Mpps (wall) | linear ns/packet (CPU) | compiled ns/packet (CPU) | linear Gbit/s (wall) | mallocs/packet (max) |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s, r in rows:
@@ -309,6 +345,7 @@ def sweep_size(a, tmp):
     svg_plot(os.path.join(a.out, "size.svg"), "Conntrack + MASQUERADE vs. frame size",
              "Ethernet frame bytes", "Mpps per CPU-second",
              [(c, [(s, r[c]["mpps_cpu"]) for s, r in rows]) for c in CLASSIFIERS], xlog=True, ylog=False,
+             xticks=[s for s, _ in rows],
              note=f"median of {a.repeat}; 1,000 UDP flows; 2 shared vCPUs")
     return rows
 
@@ -317,11 +354,10 @@ def sweep_stages(a, tmp):
     """Per-stage cost by separate runs: parse only, FORWARD chains only, full pipeline with
     accept-all (parse + routing + hooks), stateful (+ conntrack), masquerade (+ NAT rewrite)."""
     cap = os.path.join(tmp, "stages.pcap")
-    subprocess.run([a.capgen, "flows", "10000", cap, "--packets", "4", "--size", "64"], check=True, stdout=subprocess.DEVNULL)
+    gen([a.capgen, "flows", "10000", cap, "--packets", "4", "--size", "64"])
     # For MASQUERADE the replies come back to the masquerading address, on eth1.
     nat_req, nat_rep = os.path.join(tmp, "stages-nat.pcap"), os.path.join(tmp, "stages-nat-replies.pcap")
-    subprocess.run([a.capgen, "flows", "10000", nat_req, "--packets", "4", "--size", "64", "--replies-to", MASQ_ADDRESS, nat_rep],
-                   check=True, stdout=subprocess.DEVNULL)
+    gen([a.capgen, "flows", "10000", nat_req, "--packets", "4", "--size", "64", "--replies-to", MASQ_ADDRESS, nat_rep])
     ex = os.path.join(REPO, "examples", "bench")
     steps = [("parse (PacketParser)", "accept-all.rules", ["--stage", "parse"]),
              ("classify (FORWARD chains, 1 rule)", "accept-all.rules", ["--stage", "classify"]),
@@ -334,8 +370,7 @@ def sweep_stages(a, tmp):
             caps = ["eth0=" + nat_req, "eth1=" + nat_rep] if rules == "masquerade.rules" else [cap]
             r = measure(a.sluice, [os.path.join(ex, rules)], caps, a.min_seconds, a.repeat, log, name, extra)
             rows.append((name, r))
-    for f in (cap, nat_req, nat_rep):
-        os.remove(f)
+    remove(cap, nat_req, nat_rep)
     lines = ["| run | linear ns/packet (CPU) | compiled ns/packet (CPU) | linear Mpps (wall) | mallocs/packet (max) |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for name, r in rows:
@@ -369,6 +404,8 @@ def main():
     p.add_argument("--capgen", default=os.path.join(REPO, ".build", "release", "capgen"))
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--replot", action="store_true",
+                   help="no measuring: rebuild the tables and plots from <out>/<sweep>.jsonl of an earlier run")
     a = p.parse_args()
     for exe in (a.sluice, a.capgen):
         if not os.access(exe, os.X_OK):
@@ -378,6 +415,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="sluice-sweep-") as tmp:
         for s in sweeps:
             print(f"== sweep {s}", file=sys.stderr)
+            if a.replot:
+                load_cache(os.path.join(a.out, f"{s}.jsonl"))
+                a.repeat = len(next(iter(CACHE.values())))
             {"rules": sweep_rules, "connections": sweep_connections, "size": sweep_size, "stages": sweep_stages}[s](a, tmp)
 
 
