@@ -70,8 +70,6 @@ def measure(sluice, rules, captures, min_seconds, repeat, log, label, extra=()):
     if CACHE is not None:
         for c in CLASSIFIERS:
             runs[c] = CACHE[(label, c)]
-            for r in runs[c]:
-                log.write(json.dumps(r) + "\n")
     for _ in range(repeat if CACHE is None else 0):
         for c in CLASSIFIERS:
             r = run_bench(sluice, rules, captures, c, min_seconds, extra)
@@ -112,10 +110,9 @@ def nice_ticks_linear(lo, hi, n=5):
             step *= m
             break
     t = math.floor(lo / step) * step
-    ticks = []
-    while t <= hi + step * 1e-9:
-        ticks.append(t)
-        t += step
+    ticks = [t]
+    while ticks[-1] < hi - step * 1e-9:  # the last tick is at or above hi: every point fits
+        ticks.append(round(ticks[-1] + step, 12))
     return ticks
 
 
@@ -239,6 +236,11 @@ def cut_rules(src, n, dst):
     return dst
 
 
+def open_log(a, sweep):
+    """The sweep's JSON lines, one per run; left as they are when replotting."""
+    return open(os.devnull if CACHE is not None else os.path.join(a.out, f"{sweep}.jsonl"), "w")
+
+
 def gen(cmd, **kw):
     """Runs capgen, unless replotting (then the captures are not needed)."""
     if CACHE is None:
@@ -265,7 +267,7 @@ def sweep_rules(a, tmp):
     kube = [("kube-proxy-overall-test", os.path.join(SHARED, "rulesets", "kube-proxy-overall-test.rules")),
             ("kube-proxy-5000svc", os.path.join(SHARED, "rulesets", "generated", "kube-proxy-5000svc.rules"))]
     rows = []
-    with open(os.path.join(a.out, "rules.jsonl"), "w") as log:
+    with open_log(a, "rules") as log:
         for name, path in sets + kube:
             if not os.path.exists(path):
                 print(f"rules sweep: {name}: SKIPPED ({path} missing)", file=sys.stderr)
@@ -291,7 +293,7 @@ def sweep_rules(a, tmp):
 def sweep_connections(a, tmp):
     rows = []
     rules = os.path.join(REPO, "examples", "bench", "stateful.rules")
-    with open(os.path.join(a.out, "connections.jsonl"), "w") as log:
+    with open_log(a, "connections") as log:
         for n, label in [(1000, "1k"), (100_000, "100k"), (1_000_000, "1M")]:
             cap = os.path.join(tmp, f"flows-{label}.pcap")
             gen([a.capgen, "flows", str(n), cap, "--packets", "2", "--size", "64"])
@@ -326,7 +328,7 @@ def sweep_connections(a, tmp):
 def sweep_size(a, tmp):
     rows = []
     rules = os.path.join(REPO, "examples", "bench", "masquerade.rules")
-    with open(os.path.join(a.out, "size.jsonl"), "w") as log:
+    with open_log(a, "size") as log:
         for size in [64, 128, 256, 512, 1024, 1514]:
             cap, rep = os.path.join(tmp, f"size-{size}.pcap"), os.path.join(tmp, f"size-{size}-replies.pcap")
             gen([a.capgen, "flows", "1000", cap, "--packets", "4", "--size", str(size), "--replies-to", MASQ_ADDRESS, rep])
@@ -365,7 +367,7 @@ def sweep_stages(a, tmp):
              ("full, stateful (+ conntrack lookup/insert, 2 ctstate rules)", "stateful.rules", []),
              ("full, masquerade (+ NAT binding and rewrite)", "masquerade.rules", [])]
     rows = []
-    with open(os.path.join(a.out, "stages.jsonl"), "w") as log:
+    with open_log(a, "stages") as log:
         for name, rules, extra in steps:
             caps = ["eth0=" + nat_req, "eth1=" + nat_rep] if rules == "masquerade.rules" else [cap]
             r = measure(a.sluice, [os.path.join(ex, rules)], caps, a.min_seconds, a.repeat, log, name, extra)
