@@ -19,7 +19,8 @@ struct BenchCommand: ParsableCommand {
         and runs Engine.process on it (parse, hooks, chains, routing, conntrack, NAT, verdict; nothing \
         is written). One untimed warm-up pass comes first; timed passes repeat until --min-seconds have \
         passed. Pass N is the inputs shifted later in time by N x (their span + 1 ms), like a capture \
-        looped by tcpreplay --loop, so connections carry over while their timeouts allow.
+        looped by tcpreplay --loop, so connections carry over while their timeouts allow \
+        (a gap of more than 1 s between consecutive packets counts as 1 s).
 
         --capture FILE: the packets arrive on the --in interface (default: the first interface of \
         the network model, else eth0). --capture IFACE=FILE names the interface for that file \
