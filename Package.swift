@@ -9,6 +9,7 @@ import PackageDescription
 //   Wire  <-  Rules
 //   Wire, Rules  <-  Classifier
 //   Wire, Rules, Classifier, NetModel  <-  Engine  <-  Replay  <-  sluice
+//   Engine, CNetfilterQueue  <-  Inline (sluice run)  <-  sluice
 // CPcap and CNetfilterQueue are system libraries found by pkg-config, one C library per
 // shim target (their headers clash on in_addr when imported into one Swift module).
 let package = Package(
@@ -48,12 +49,14 @@ let package = Package(
         .target(name: "Classifier", dependencies: ["Wire", "Rules"]),
         .target(name: "Conntrack", dependencies: ["Wire"]),
         .target(name: "Engine", dependencies: ["Wire", "Rules", "Classifier", "NetModel", "Diagnostics", "Conntrack"]),
+        // Inline mode (`sluice run`): NFQUEUE sockets, workers, hooks, the control socket.
+        .target(name: "Inline", dependencies: ["Engine", "Rules", "NetModel", "Wire", "Diagnostics", "CNetfilterQueue"]),
         .target(name: "Replay", dependencies: ["Engine", "Capture", "Wire", "Rules", "NetModel",
                                                .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "sluice",
             dependencies: [
-                "Replay", "Engine", "Rules", "NetModel", "Capture", "Wire",
+                "Replay", "Engine", "Rules", "NetModel", "Capture", "Wire", "Inline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

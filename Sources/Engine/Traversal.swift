@@ -17,7 +17,7 @@ extension Engine {
             let (t, c) = list[k]
             let name = tables[Int(t)].name
             if tracks && name != .raw && !ctx.ct.looked {
-                conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting, trace: &trace)
+                conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
             }
             if name == .nat {
                 if !natStep(table: Int(t), chain: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
@@ -27,7 +27,7 @@ extension Engine {
             if !runChain(table: Int(t), builtin: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
         }
         if tracks && !ctx.ct.looked {
-            conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting, trace: &trace)
+            conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
         }
         return true
     }
@@ -211,6 +211,7 @@ extension Engine {
             }
         case .lookup(let table):
             ctx.lookupTable = table
+            if inline, let m = routeMarks[table] { f.mark = m }
         }
         return .next
     }
