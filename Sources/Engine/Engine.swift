@@ -280,6 +280,7 @@ public struct Engine: Sendable {
         case .checksumFill: return .checksumFill
         case .notrack: return .notrack
         case .copy(let to, _, _): return .copy(to: to)
+        case .tee(let gateway): return .copy(to: gateway)
         case .lookup(let name, _):
             let n: UInt32 = UInt32(name) ?? (name == "main" ? 254 : name == "local" ? 255 : 253)
             return .lookup(table: n)
