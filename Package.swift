@@ -72,6 +72,7 @@ let package = Package(
         .testTarget(name: "ConntrackTests", dependencies: ["Conntrack", "Wire"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Rules", "NetModel", "Wire", "Classifier", "Diagnostics", "Conntrack"]),
         .testTarget(name: "NFQueueLibraryTests", dependencies: ["CNetfilterQueue"]),
+        .testTarget(name: "InlineUnitTests", dependencies: ["Inline", "NetModel", "Wire", "CNetfilterQueue"]),
         .testTarget(
             name: "ReplayTests",
             dependencies: ["Replay", "Engine", "Capture", "Wire", "Rules"],

@@ -25,6 +25,9 @@ static inline int sluice_recvmmsg(int fd, struct sluice_mmsghdr *v, unsigned int
 
 #define SLUICE_MSG_WAITFORONE 0x10000
 
+/* Moves the calling thread into the network namespace open at fd (setns, CLONE_NEWNET). */
+static inline int sluice_setns_net(int fd) { return (int)syscall(SYS_setns, fd, 0x40000000); }
+
 /* Pins the calling thread to one CPU (sched_setaffinity on thread id 0 = the caller). */
 static inline int sluice_pin_cpu(int cpu) {
     unsigned long mask[16] = {0};
