@@ -108,17 +108,8 @@ public struct Hooks {
 
     @discardableResult
     static func run(_ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard p.terminationStatus == 0 else { throw LiveNetworkError(description: "\(args.joined(separator: " ")): \(text)") }
-        return text
+        let (status, output) = spawnAndWait(args)
+        guard status == 0 else { throw LiveNetworkError(description: "\(args.joined(separator: " ")): \(output)") }
+        return output
     }
 }

@@ -78,17 +78,9 @@ public enum LiveNetwork {
     }
 
     static func run(_ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw LiveNetworkError(description: "\(args.joined(separator: " ")) failed") }
-        return String(decoding: data, as: UTF8.self)
+        let (status, output) = spawnAndWait(args)
+        guard status == 0 else { throw LiveNetworkError(description: "\(args.joined(separator: " ")) failed: \(output)") }
+        return output
     }
 }
 

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import Foundation
 import Diagnostics
 import Engine
 import Inline
@@ -147,6 +148,13 @@ struct RunCommand: ParsableCommand {
                 server.close()
                 fail("installing hooks: \(error)")
             }
+        }
+        // Source NAT (and the reply side of DNAT) rewrites sources before the kernel's input
+        // route check: without accept_local the kernel drops those packets as martians.
+        let natRules = runner.withState { s in s.engine.ruleSet.tables.first { $0.name == .nat }?.chains.contains { !$0.rules.isEmpty } ?? false }
+        let acceptLocal = (try? String(contentsOfFile: "/proc/sys/net/ipv4/conf/all/accept_local", encoding: .utf8))?.hasPrefix("1") ?? false
+        if natRules && !acceptLocal {
+            writeStderr("sluice run: warning: the rule set has NAT rules but net.ipv4.conf.all.accept_local is 0: the kernel will drop packets whose source Sluice rewrote to one of the box's addresses (run with --install-hooks, or sysctl -w net.ipv4.conf.all.accept_local=1)\n")
         }
         let queues = first == last ? "\(first)" : "\(first)-\(last)"
         writeStderr("sluice run: serving queue\(first == last ? "" : "s") \(queues) (\(runner.withState { $0.engine.tables.count }) tables, control \(controlPath)\(installHooks ? ", hooks installed" : ""), capabilities kept: \(kept ?? "unchanged"))\n")
