@@ -5,7 +5,7 @@ SWIFT ?= swift
 APT_PACKAGES := pkg-config libpcap-dev libnetfilter-queue-dev libnfnetlink-dev libmnl-dev iptables nftables iproute2 procps tcpreplay tcpdump ethtool ipset iputils-ping
 DEMO_OUT ?= out/demo
 
-.PHONY: deps build release demo test captures bench clean
+.PHONY: deps build release demo test captures bench bench-inline clean
 
 deps:
 	@missing=""; \
@@ -39,6 +39,10 @@ captures: deps
 
 bench: deps
 	cd Benchmarks && $(SWIFT) package benchmark thresholds check
+
+# Sluice inline beside the NFQUEUE floors of ../shared/anchors/nfq-bench (root; writes docs/bench-inline.md).
+bench-inline: deps
+	bash Benchmarks/inline/bench-inline.sh
 
 clean:
 	rm -rf .build out
