@@ -29,6 +29,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -50,7 +51,9 @@ let package = Package(
         .target(name: "Conntrack", dependencies: ["Wire"]),
         .target(name: "Engine", dependencies: ["Wire", "Rules", "Classifier", "NetModel", "Diagnostics", "Conntrack"]),
         // Inline mode (`sluice run`): NFQUEUE sockets, workers, hooks, the control socket.
-        .target(name: "Inline", dependencies: ["Engine", "Rules", "NetModel", "Wire", "Diagnostics", "CNetfilterQueue"]),
+        .target(name: "Inline", dependencies: ["Engine", "Rules", "NetModel", "Wire", "Diagnostics", "CNetfilterQueue",
+                                               .product(name: "Prometheus", package: "swift-prometheus"),
+                                               .product(name: "Logging", package: "swift-log")]),
         .target(name: "Replay", dependencies: ["Engine", "Capture", "Wire", "Rules", "NetModel",
                                                .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
@@ -72,7 +75,7 @@ let package = Package(
         .testTarget(name: "ConntrackTests", dependencies: ["Conntrack", "Wire"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Rules", "NetModel", "Wire", "Classifier", "Diagnostics", "Conntrack"]),
         .testTarget(name: "NFQueueLibraryTests", dependencies: ["CNetfilterQueue"]),
-        .testTarget(name: "InlineUnitTests", dependencies: ["Inline", "NetModel", "Wire", "CNetfilterQueue"]),
+        .testTarget(name: "InlineUnitTests", dependencies: ["Inline", "NetModel", "Wire", "CNetfilterQueue", "Engine", "Rules"]),
         .testTarget(
             name: "ReplayTests",
             dependencies: ["Replay", "Engine", "Capture", "Wire", "Rules"],

@@ -358,7 +358,7 @@ public struct Engine: Sendable {
         var ctx = PacketContext(frame: frame, l3: l3, bytes: bytes, now: timestampNanos, l4: Int(p.l4Offset),
                                 capturedEnd: l3 + Int(p.ipCapturedLength))
         ctx.capacity = max(frame.count, capacity ?? frame.count)
-        ctx.recordNAT = trace.logging || trace.detailed
+        ctx.recordNAT = trace.recordNAT || trace.detailed
         ctx.parsed = p
         ctx.untrimmed = !p.captureTruncated && l3 + Int(p.ipTotalLength) == frame.count
         ctx.checksumVerified = checksumVerified

@@ -5,6 +5,7 @@ import Foundation
 import CNetfilterQueue
 import Synchronization
 import Engine
+import Logging
 import Wire
 
 /// The engine and what the workers need with it, behind one lock. Workers take the lock once
@@ -50,6 +51,13 @@ public final class WorkerStats: Sendable {
     public let netlinkErrors = Atomic<UInt64>(0)
     public let unknownInterface = Atomic<UInt64>(0)
     public let acceptedBeforeReady = Atomic<UInt64>(0)
+    /// Packets and bytes by the hook the kernel queued them at (0 PREROUTING, 1 OUTPUT, 2
+    /// other) and the verdict (0 accept, 1 drop): index hook * 2 + verdict.
+    /// [0..<6] packets, [6..<12] bytes.
+    public let hookTotals = Mutex<[UInt64]>(Array(repeating: 0, count: 12))
+    /// LOG lines written and suppressed by the rate limit.
+    public let logLines = Atomic<UInt64>(0)
+    public let logSuppressed = Atomic<UInt64>(0)
     init(queue: UInt16) { self.queue = queue }
 }
 
@@ -66,6 +74,9 @@ public struct RunOptions: Sendable {
     public var acceptMalformed = false
     /// CPUs to pin worker i to (cpus[i % count]); empty: not pinned.
     public var cpus: [Int] = []
+    /// LOG target lines per second per worker, and the burst allowed above it.
+    public var logRate: Double = 20
+    public var logBurst = 100
     public init() {}
 }
 
@@ -151,6 +162,8 @@ public final class Runner: @unchecked Sendable {
         let newMark = UnsafeMutablePointer<UInt32>.allocate(capacity: cap)
         let sendLength = UnsafeMutablePointer<Int>.allocate(capacity: cap)
         let hasMark = UnsafeMutablePointer<Bool>.allocate(capacity: cap)
+        let hookCounts = UnsafeMutablePointer<UInt64>.allocate(capacity: 12)
+        hookCounts.initialize(repeating: 0, count: 12)
         // Packets the box sends (REJECT answers, COPY clones), sent after the lock is released.
         let injectCapacity = 1 << 20
         let injectBytes = UnsafeMutableRawPointer.allocate(byteCount: injectCapacity, alignment: 16)
@@ -158,7 +171,15 @@ public final class Runner: @unchecked Sendable {
         injects.reserveCapacity(cap * 2)
         var saved = [UInt8](repeating: 0, count: 256)
         var parsed = ParsedPacket()
-        var trace = HitTrace()
+        var trace = HitTrace(logging: true)
+        trace.recordNAT = false
+        // LOG lines: a token bucket per worker (logRate per second, burst logBurst); the lines
+        // are copied out under the engine lock (only when a LOG rule hit) and written after.
+        var logTokens = Double(options.logBurst)
+        var logStamp: Int64 = 0
+        var pendingLogs: [String] = []
+        var suppressed: UInt64 = 0
+        let logger = Logger(label: "sluice.log")
         var emitted = Emitted()
         emitted.copyBytes.reserveCapacity(65536)
         emitted.copies.reserveCapacity(16)
@@ -210,6 +231,13 @@ public final class Runner: @unchecked Sendable {
                     let d = s.engine.process(frame: frame, capacity: pk.capacity, linkType: .raw, inInterface: inIf,
                                              timestampNanos: now, mark: pk.mark, checksumVerified: !pk.checksumNotVerified,
                                              parsed: &parsed, trace: &trace, emitted: &emitted)
+                    if !trace.logs.isEmpty {
+                        if logStamp != 0 { logTokens = min(Double(options.logBurst), logTokens + Double(now - logStamp) / 1e9 * options.logRate) }
+                        logStamp = now
+                        for line in trace.logs {
+                            if logTokens >= 1 { logTokens -= 1; pendingLogs.append(line) } else { suppressed &+= 1 }
+                        }
+                    }
                     var accept: Bool
                     switch d.kind {
                     case .forwarded, .local, .sent, .passed: accept = true
@@ -260,8 +288,12 @@ public final class Runner: @unchecked Sendable {
             // Verdicts: the per-packet ones first, then one batch verdict for the plain accepts.
             var maxPlain: UInt32? = nil
             var accepted: UInt64 = 0, dropped: UInt64 = 0
+            hookCounts.update(repeating: 0, count: 12)
             for i in 0 ..< n {
                 let pk = pkts[i]
+                let slot = (pk.hook == 0 ? 0 : pk.hook == 3 ? 2 : 4) + (action[i] == 2 ? 1 : 0)
+                hookCounts[slot] &+= 1
+                hookCounts[6 + slot] &+= UInt64(pk.length)
                 switch action[i] {
                 case 0:
                     accepted &+= 1
@@ -280,6 +312,12 @@ public final class Runner: @unchecked Sendable {
                 st.batchVerdicts.add(1, ordering: .relaxed)
             }
             sock.flush()
+            if !pendingLogs.isEmpty {
+                for line in pendingLogs { logger.notice("\(line)", metadata: ["queue": "\(sock.config.number)"]) }
+                st.logLines.add(UInt64(pendingLogs.count), ordering: .relaxed)
+                pendingLogs.removeAll(keepingCapacity: true)
+            }
+            if suppressed > 0 { st.logSuppressed.add(suppressed, ordering: .relaxed); suppressed = 0 }
             for inj in injects {
                 injector.send(UnsafeRawBufferPointer(start: injectBytes + inj.offset, count: inj.count), nextHop: inj.nextHop)
             }
@@ -289,12 +327,13 @@ public final class Runner: @unchecked Sendable {
             st.dropped.add(dropped, ordering: .relaxed)
             st.rewritten.add(rewrittenCount, ordering: .relaxed)
             st.batches.add(1, ordering: .relaxed)
+            st.hookTotals.withLock { t in for k in 0 ..< 12 { t[k] &+= hookCounts[k] } }
             if !injects.isEmpty { st.injected.add(UInt64(injects.count), ordering: .relaxed) }
             if unknown > 0 { st.unknownInterface.add(unknown, ordering: .relaxed) }
         }
         sock.unbind()
         st.injectFailed.store(injector.failed, ordering: .relaxed)
-        pkts.deallocate(); action.deallocate(); newMark.deallocate(); sendLength.deallocate(); hasMark.deallocate()
+        pkts.deallocate(); hookCounts.deallocate(); action.deallocate(); newMark.deallocate(); sendLength.deallocate(); hasMark.deallocate()
         injectBytes.deallocate()
     }
 
@@ -326,7 +365,9 @@ public final class Runner: @unchecked Sendable {
     /// Per-queue lines of /proc/net/netfilter/nfnetlink_queue: queue, portid, waiting, copy
     /// mode, copy range, queue_dropped, user_dropped, last id.
     public static func kernelQueueLines() -> [String] {
-        ((try? String(contentsOfFile: "/proc/net/netfilter/nfnetlink_queue", encoding: .utf8)) ?? "")
+        // thread-self: /proc/net follows the process's first thread, not this one's namespace.
+        ((try? String(contentsOfFile: "/proc/thread-self/net/netfilter/nfnetlink_queue", encoding: .utf8))
+            ?? (try? String(contentsOfFile: "/proc/net/netfilter/nfnetlink_queue", encoding: .utf8)) ?? "")
             .split(separator: "\n").map(String.init)
     }
 }

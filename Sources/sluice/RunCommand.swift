@@ -72,6 +72,12 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Accept packets the parser refuses (default: drop; counted with their reason either way).")
     var acceptMalformed = false
 
+    @Option(name: .long, help: "Prometheus endpoint, IPv4:PORT (e.g. 127.0.0.1:9469): GET /metrics.")
+    var metrics: String?
+
+    @Option(name: .long, help: "LOG target lines per second per worker (the rest are counted as suppressed).")
+    var logRate: Double = 20
+
     @Option(name: .long, help: "Connection table size.")
     var conntrackMax: Int = 262_144
 
@@ -126,6 +132,7 @@ struct RunCommand: ParsableCommand {
         options.maxLength = queueMaxlen
         options.injectMark = inject
         options.acceptMalformed = acceptMalformed
+        options.logRate = logRate
         if let cpus { options.cpus = cpus.split(separator: ",").compactMap { Int($0) } }
         let runner: Runner
         do { runner = try Runner(engine: engine, options: options) } catch { fail(error.description) }
@@ -135,7 +142,12 @@ struct RunCommand: ParsableCommand {
         // Capabilities are per thread: drop them here, before the workers and the control
         // thread start (they inherit this thread's set).
         let kept = Privileges.dropAfterStart(keepNetAdmin: installHooks)
+        var metricsServer: MetricsServer? = nil
+        if let metrics {
+            do { metricsServer = try MetricsServer(address: metrics, runner: runner) } catch { fail(error.description) }
+        }
         server.start()
+        metricsServer?.start()
         runner.start()
 
         var hooks = Hooks(firstQueue: first, lastQueue: last, injectMark: inject)
@@ -157,7 +169,7 @@ struct RunCommand: ParsableCommand {
             writeStderr("sluice run: warning: the rule set has NAT rules but net.ipv4.conf.all.accept_local is 0: the kernel will drop packets whose source Sluice rewrote to one of the box's addresses (run with --install-hooks, or sysctl -w net.ipv4.conf.all.accept_local=1)\n")
         }
         let queues = first == last ? "\(first)" : "\(first)-\(last)"
-        writeStderr("sluice run: serving queue\(first == last ? "" : "s") \(queues) (\(runner.withState { $0.engine.tables.count }) tables, control \(controlPath)\(installHooks ? ", hooks installed" : ""), capabilities kept: \(kept ?? "unchanged"))\n")
+        writeStderr("sluice run: serving queue\(first == last ? "" : "s") \(queues) (\(runner.withState { $0.engine.tables.count }) tables, control \(controlPath)\(metricsServer.map { ", metrics on port \($0.port)" } ?? "")\(installHooks ? ", hooks installed" : ""), capabilities kept: \(kept ?? "unchanged"))\n")
 
         while true {
             var sig: Int32 = 0
@@ -178,6 +190,7 @@ struct RunCommand: ParsableCommand {
         if installHooks { hooks.remove() }
         runner.stop()
         server.close()
+        metricsServer?.close()
         var received: UInt64 = 0, verdicts: UInt64 = 0
         for st in runner.stats {
             received += st.received.load(ordering: .relaxed)

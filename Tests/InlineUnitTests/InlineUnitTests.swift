@@ -2,6 +2,8 @@ import Foundation
 import XCTest
 @testable import Inline
 import NetModel
+import Engine
+import Rules
 import Wire
 import CNetfilterQueue
 
@@ -115,6 +117,53 @@ final class InlineUnitTests: XCTestCase {
                 q.unbind()
             }
         }
+    }
+
+    /// The Prometheus endpoint answers GET /metrics with the queue's series, over HTTP.
+    func testMetricsEndpointIsScraped() throws {
+        try inNamespace { ns in
+            let text: String = try inside(ns) {
+                let rules = try RuleLoader.load(path: Self.repo + "/Benchmarks/inline/accept.rules")
+                let engine = try Engine(rules: rules, network: try NetworkModel.parse("ip addr add 10.0.0.1/24 dev eth0\n", file: "t"))
+                var o = RunOptions()
+                o.firstQueue = 9; o.lastQueue = 9
+                let runner = try Runner(engine: engine, options: o)
+                let metrics = try MetricsServer(address: "127.0.0.1:0", runner: runner)
+                metrics.start()
+                runner.start()
+                defer { runner.stop(); metrics.close() }
+                return try Self.httpGet(port: metrics.port, path: "/metrics")
+            }
+            XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK"), text)
+            XCTAssertTrue(text.contains("Content-Type: text/plain; version=0.0.4"), text)
+            XCTAssertTrue(text.contains("sluice_queue_packets_total{queue=\"9\"} 0"), text)
+            XCTAssertTrue(text.contains("sluice_engine_verdicts_total{verdict=\"forwarded\"} 0"), text)
+            XCTAssertTrue(text.contains("sluice_drops_total{reason=\"malformed-bad-ihl\"} 0"), text)
+            XCTAssertTrue(text.contains("sluice_nfqueue_waiting{queue=\"9\"} 0"), text)
+        }
+    }
+
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    static func httpGet(port: UInt16, path: String) throws -> String {
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(s) }
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        sa.sin_port = port.bigEndian
+        sa.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let r = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard r == 0 else { throw NSError(domain: "connect", code: Int(errno)) }
+        let req = Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        _ = req.withUnsafeBytes { write(s, $0.baseAddress, $0.count) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(s, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            out += buf[0 ..< n]
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     // MARK: - helpers
