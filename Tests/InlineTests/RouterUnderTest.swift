@@ -58,6 +58,12 @@ final class RouterUnderTest {
         control = topo.work + "/ctl.sock"
     }
 
+    /// Kernel mode loads with `iptables-restore` (the nf_tables backend on Debian 12);
+    /// SLUICE_INLINE_IPTABLES=legacy uses iptables-legacy-restore instead.
+    static var kernelRestore: String {
+        ProcessInfo.processInfo.environment["SLUICE_INLINE_IPTABLES"] == "legacy" ? "iptables-legacy-restore" : "iptables-restore"
+    }
+
     private func writeRules(_ text: String, ext: String) throws -> String {
         generation += 1
         let path = topo.work + "/router-\(mode.rawValue)-\(generation).\(ext)"
@@ -70,7 +76,7 @@ final class RouterUnderTest {
         switch mode {
         case .kernel:
             rulesPath = try writeRules(rules.kernel, ext: "rules")
-            try topo.exec(.router, ["iptables-restore", rulesPath])
+            try topo.exec(.router, [Self.kernelRestore, rulesPath])
         case .sluice:
             guard FileManager.default.isExecutableFile(atPath: sluiceBinary) else {
                 throw InlineError("no sluice binary at \(sluiceBinary): swift build first")
@@ -97,7 +103,7 @@ final class RouterUnderTest {
         switch mode {
         case .kernel:
             let path = try writeRules(kernel, ext: "rules")
-            return try topo.execResult(.router, ["iptables-restore", path])
+            return try topo.execResult(.router, [Self.kernelRestore, path])
         case .sluice:
             guard let b = sluice, b.isRunning else { throw InlineError("sluice run is not running: \(sluice?.stderr ?? "")") }
             let tmp = rulesPath + ".new"
@@ -111,7 +117,7 @@ final class RouterUnderTest {
     /// `sluice ctl --control PATH WHAT` (sluice mode; nil in kernel mode or when it fails).
     func ctl(_ what: String) -> String? {
         guard mode == .sluice else { return nil }
-        guard let r = try? topo.execResult(.router, [sluiceBinary, "ctl", "--control", control, what], timeout: 10) else { return nil }
+        guard let r = try? topo.execResult(.router, [sluiceBinary, "ctl", "--control", control, what], timeout: 3) else { return nil }
         return r.status == 0 ? r.out : "ctl \(what) failed (\(r.status)): \(r.text)"
     }
 
