@@ -77,6 +77,12 @@ final class RouterUnderTest {
         case .kernel:
             rulesPath = try writeRules(rules.kernel, ext: "rules")
             try topo.exec(.router, [Self.kernelRestore, rulesPath])
+        case .sluice where PassthroughStandIn.selected:
+            rulesPath = topo.work + "/router.rules"
+            try rules.kernel.write(toFile: rulesPath, atomically: true, encoding: .utf8)
+            let script = topo.work + "/passthrough.py"
+            try PassthroughStandIn.text.write(toFile: script, atomically: true, encoding: .utf8)
+            try spawnAndWait([topo.python, script, "run", "--rules", rulesPath, "--queue", "\(queue)", "--install-hooks"])
         case .sluice:
             guard FileManager.default.isExecutableFile(atPath: sluiceBinary) else {
                 throw InlineError("no sluice binary at \(sluiceBinary): swift build first")
@@ -86,13 +92,16 @@ final class RouterUnderTest {
             try rules.sluice.write(toFile: rulesPath, atomically: true, encoding: .utf8)
             let check = try run([sluiceBinary, "check", rulesPath], timeout: 30)
             if check.status != 0 { throw InlineError("sluice check refuses the scenario's rules: \(check.text)") }
-            let args = [sluiceBinary, "run", "--rules", rulesPath, "--queue", "\(queue)", "--install-hooks", "--control", control] + rules.sluiceArgs
-            let b = try topo.spawn(.router, args, label: "sluice-run")
-            sluice = b
-            let ready = waitUntil(timeout: 15) { b.stderr.contains("sluice run: serving") || !b.isRunning }
-            if !ready || !b.isRunning {
-                throw InlineError("sluice run did not become ready (\(b.isRunning ? "still running" : "exited \(b.process.terminationStatus)")): \(args.joined(separator: " "))\nstderr:\n\(b.stderr)")
-            }
+            try spawnAndWait([sluiceBinary, "run", "--rules", rulesPath, "--queue", "\(queue)", "--install-hooks", "--control", control] + rules.sluiceArgs)
+        }
+    }
+
+    private func spawnAndWait(_ args: [String]) throws {
+        let b = try topo.spawn(.router, args, label: "sluice-run")
+        sluice = b
+        let ready = waitUntil(timeout: 15) { b.stderr.contains("sluice run: serving") || !b.isRunning }
+        if !ready || !b.isRunning {
+            throw InlineError("sluice run did not become ready (\(b.isRunning ? "still running" : "exited \(b.process.terminationStatus)")): \(args.joined(separator: " "))\nstderr:\n\(b.stderr)")
         }
     }
 
@@ -107,7 +116,7 @@ final class RouterUnderTest {
         case .sluice:
             guard let b = sluice, b.isRunning else { throw InlineError("sluice run is not running: \(sluice?.stderr ?? "")") }
             let tmp = rulesPath + ".new"
-            try sluiceText.write(toFile: tmp, atomically: false, encoding: .utf8)
+            try (PassthroughStandIn.selected ? kernel : sluiceText).write(toFile: tmp, atomically: false, encoding: .utf8)
             guard rename(tmp, rulesPath) == 0 else { throw InlineError("rename \(tmp)") }
             b.signal(SIGHUP)
             return nil
@@ -116,7 +125,7 @@ final class RouterUnderTest {
 
     /// `sluice ctl --control PATH WHAT` (sluice mode; nil in kernel mode or when it fails).
     func ctl(_ what: String) -> String? {
-        guard mode == .sluice else { return nil }
+        guard mode == .sluice, !PassthroughStandIn.selected else { return nil }
         guard let r = try? topo.execResult(.router, [sluiceBinary, "ctl", "--control", control, what], timeout: 3) else { return nil }
         return r.status == 0 ? r.out : "ctl \(what) failed (\(r.status)): \(r.text)"
     }
