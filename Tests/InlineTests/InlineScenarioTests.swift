@@ -24,13 +24,14 @@ final class InlineScenarioTests: XCTestCase {
     // 4. Load balancing with -m statistic --mode nth.
     func test4_LoadBalance_kernel() throws { try scenario(.kernel, Self.loadBalanceRules, loadBalance) }
     func test4_LoadBalance_sluice() throws { try scenario(.sluice, Self.loadBalanceRules, loadBalance) }
-    // 5. COPY to the plugin (kernel: TEE --gateway; Sluice: the VNS3 COPY, TEE being refused by its parser).
-    func test5_CopyToPlugin_kernel() throws { try scenario(.kernel, Self.copyRules, copyToPlugin) }
-    func test5_CopyToPlugin_sluice() throws { try scenario(.sluice, Self.copyRules, copyToPlugin) }
+    // 5. COPY to the plugin: TEE --gateway (the same file in both modes), and the VNS3 COPY.
+    func test5_CopyToPlugin_kernel() throws { try scenario(.kernel, Self.teeRules, copyToPlugin) }
+    func test5_CopyToPlugin_sluice() throws { try scenario(.sluice, Self.teeRules, copyToPlugin) }
+    func test5_CopyToPlugin_sluiceVNS3() throws { try scenario(.sluice, Self.copyRules, copyToPlugin) }
     // 6. Policy routing through the plugin's route table (MARK in both modes; LOOKUP for Sluice).
-    func test6_LookupThroughPlugin_kernel() throws { try scenario(.kernel, Self.lookupMarkRules, lookupThroughPlugin) }
-    func test6_LookupThroughPlugin_sluice() throws { try scenario(.sluice, Self.lookupMarkRules, lookupThroughPlugin) }
-    func test6_LookupThroughPlugin_sluiceVNS3() throws { try scenario(.sluice, Self.lookupVNS3Rules, lookupThroughPlugin) }
+    func test6_LookupThroughPlugin_kernel() throws { try scenario(.kernel, Self.lookupMarkRules, setup: preparePluginRoute, lookupThroughPlugin) }
+    func test6_LookupThroughPlugin_sluice() throws { try scenario(.sluice, Self.lookupMarkRules, setup: preparePluginRoute, lookupThroughPlugin) }
+    func test6_LookupThroughPlugin_sluiceVNS3() throws { try scenario(.sluice, Self.lookupVNS3Rules, setup: preparePluginRoute, lookupThroughPlugin) }
     // 7. REJECT with tcp-reset and icmp-port-unreachable.
     func test7_Reject_kernel() throws { try scenario(.kernel, Self.rejectRules, reject) }
     func test7_Reject_sluice() throws { try scenario(.sluice, Self.rejectRules, reject) }
@@ -44,10 +45,12 @@ final class InlineScenarioTests: XCTestCase {
 
     typealias Body = (Topology, RouterUnderTest) throws -> Void
 
-    /// Builds a topology, starts the router in `mode` with `rules`, runs `body`, then stops the
-    /// router (checking Sluice's exit) and deletes everything, even when `body` fails.
-    func scenario(_ mode: InlineMode, _ rules: ScenarioRules, name: String = #function, file: StaticString = #filePath, line: UInt = #line,
-                  _ body: Body) throws {
+    /// Builds a topology, runs `setup` (network configuration: Sluice reads the routes and ip
+    /// rules when it starts, and again only on SIGHUP), starts the router in `mode` with
+    /// `rules`, runs `body`, then stops the router (checking Sluice's exit) and deletes
+    /// everything, even when `body` fails.
+    func scenario(_ mode: InlineMode, _ rules: ScenarioRules, setup: ((Topology) throws -> Void)? = nil, name: String = #function,
+                  file: StaticString = #filePath, line: UInt = #line, _ body: Body) throws {
         guard InlineMode.enabled.contains(mode) else {
             print("[inline] \(name): \(mode.rawValue) mode not selected (SLUICE_INLINE_MODES)")
             return
@@ -68,6 +71,7 @@ final class InlineScenarioTests: XCTestCase {
         var failure: Error? = nil
         var started = false
         do {
+            try setup?(topo)
             try router.start(rules)
             started = true
             try body(topo, router)
@@ -225,6 +229,7 @@ final class InlineScenarioTests: XCTestCase {
 
     // MARK: 5. COPY to the plugin
 
+    static let teeRules = ScenarioRules(copyRules.kernel)
     static let copyRules = ScenarioRules(
         kernel: """
             *mangle
@@ -237,10 +242,10 @@ final class InlineScenarioTests: XCTestCase {
             COMMIT
 
             """ + portForwardRules.kernel,
-        // Sluice's parser refuses TEE ("unsupported target"); the VNS3 dialect's COPY is its
-        // spelling of the same thing. FORWARD's DROP policy becomes a final DROP rule.
+        // The VNS3 dialect's COPY is TEE --gateway under another name. FORWARD's DROP policy
+        // becomes a final DROP rule.
         sluice: """
-            # Scenario 5 for sluice run: the VNS3 COPY (the kernel mode uses TEE --gateway).
+            # Scenario 5 for sluice run: the VNS3 COPY (the kernel runs it as TEE --gateway).
             PREROUTING -i eth0 -j COPY --to 10.0.2.2 --inbound
             PREROUTING -d 198.51.100.1 -i eth0 -p tcp --dport 8080 -j DNAT --to 10.0.1.2:80
             FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
@@ -280,12 +285,17 @@ final class InlineScenarioTests: XCTestCase {
         var ttlDeltas: Set<Int> = [], dfChanges = 0
         for c in copies { if let s = sentKeys[c.key] { ttlDeltas.insert(s.ttl - c.ttl); if s.dontFragment != c.dontFragment { dfChanges += 1 } } }
         print("[inline] copy TTL = original TTL - \(ttlDeltas.sorted()); DF differs on \(dfChanges) copies")
+        // The kernel's clone of a packet taken in PREROUTING has its TTL decremented
+        // (nf_dup_ipv4: "decrease the TTL to mitigate potential loops between two hosts") and
+        // DF set; the kernel is the reference, and the VNS3 COPY is this TEE.
+        XCTAssertEqual(ttlDeltas, [1], "a TEE/COPY clone taken in PREROUTING carries the original TTL - 1, as the kernel's")
     }
 
     // MARK: 6. routing through a plugin's route table
 
-    /// In every mode: table 100 sends everything to the plugin; packets marked 0x64 use it.
-    /// The plugin forwards back to the router (ip_forward=1) and counts what passes through it.
+    /// In every mode, before the router starts: table 100 sends everything to the plugin;
+    /// packets marked 0x64 use it. The plugin forwards back to the router (ip_forward=1) and
+    /// counts what passes through it.
     func preparePluginRoute(_ t: Topology) throws {
         try t.exec(.router, ["ip", "route", "add", "default", "via", Topology.pluginIP, "dev", "eth2", "table", "100"])
         try t.exec(.router, ["ip", "rule", "add", "fwmark", "0x64", "lookup", "100"])
@@ -321,7 +331,6 @@ final class InlineScenarioTests: XCTestCase {
         sluiceExtension: "vns3", sluiceArgs: ["--route-mark", "100=0x64"])
 
     func lookupThroughPlugin(_ t: Topology, _ r: RouterUnderTest) throws {
-        try preparePluginRoute(t)
         try t.tcpServer(.server1, port: 80, name: "s1")
         try t.tcpServer(.server2, port: 80, name: "s2")
         let res = try t.tcpClient(.client, Topology.server1IP, 80, messages: ["via the plugin", "still via the plugin"])
@@ -329,6 +338,8 @@ final class InlineScenarioTests: XCTestCase {
         XCTAssertEqual(res.peerSeenByServer, Topology.clientIP, "\(res)")
         let afterFirst = try pluginCounters(t)
         print("[inline] plugin counters (to server1:80, to server2:80): \(afterFirst)")
+        if let c = r.ctl("counters") { print("[inline] sluice ctl counters:\n\(c)") }
+        print("[inline] router ip rules:\n" + ((try? t.exec(.router, ["ip", "rule", "show"])) ?? ""))
         XCTAssertEqual(afterFirst.count, 2)
         // SYN, ACK, two data segments, FIN (and the last ACK): all the client's packets.
         XCTAssertGreaterThanOrEqual(afterFirst.first ?? 0, 5, "the client's packets pass through the plugin")

@@ -96,7 +96,16 @@ final class RouterUnderTest {
         }
     }
 
+    /// What `--install-hooks` may change in the router and must put back at exit.
+    private var hostStateBefore: String?
+    private func hostState() -> String {
+        let acceptLocal = (try? topo.exec(.router, ["sysctl", "-n", "net.ipv4.conf.all.accept_local"])) ?? "?"
+        let rules = (try? topo.exec(.router, ["ip", "rule", "show"])) ?? "?"
+        return "accept_local=" + acceptLocal.trimmingCharacters(in: .whitespacesAndNewlines) + "\nip rules:\n" + rules
+    }
+
     private func spawnAndWait(_ args: [String]) throws {
+        hostStateBefore = hostState()
         let b = try topo.spawn(.router, args, label: "sluice-run")
         sluice = b
         let ready = waitUntil(timeout: 15) { b.stderr.contains("sluice run: serving") || !b.isRunning }
@@ -198,8 +207,11 @@ final class RouterUnderTest {
         } else {
             XCTFail("no final 'sluice run: stopped received=N verdicts=N' line; stderr:\n\(err)", file: file, line: line)
         }
-        let left = kernelRuleset().split(separator: "\n").filter { $0.contains("NFQUEUE") || $0.contains("queue num") || $0.contains("queue to") }
+        let left = kernelRuleset().split(separator: "\n").filter { $0.contains("NFQUEUE") || $0.contains("queue num") || $0.contains("queue to") || $0.contains("notrack") }
         XCTAssertTrue(left.isEmpty, "sluice run left its hooks installed:\n\(left.joined(separator: "\n"))", file: file, line: line)
+        if let before = hostStateBefore {
+            XCTAssertEqual(hostState(), before, "sluice run put back accept_local and the ip rules it changed", file: file, line: line)
+        }
         print("[inline] \(report.finalLine ?? "(no final line)") exit=\(status)")
         return report
     }
