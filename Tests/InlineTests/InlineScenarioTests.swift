@@ -420,6 +420,11 @@ final class InlineScenarioTests: XCTestCase {
     static var reloadBadLine: Int {
         reloadBad.split(separator: "\n", omittingEmptySubsequences: false).firstIndex { $0.contains("99999") }! + 1
     }
+    /// The 1-based column of the bad token.
+    static var reloadBadColumn: Int {
+        let l = reloadBad.split(separator: "\n", omittingEmptySubsequences: false)[reloadBadLine - 1]
+        return l.distance(from: l.startIndex, to: l.range(of: "99999")!.lowerBound) + 1
+    }
 
     func reload(_ t: Topology, _ r: RouterUnderTest) throws {
         try t.tcpServer(.server1, port: 80, name: "s1")
@@ -463,6 +468,8 @@ final class InlineScenarioTests: XCTestCase {
                 print("[inline] sluice on the bad file: \(l)")
                 let rest = l[l.range(of: pattern)!.upperBound...]
                 XCTAssertTrue(rest.first?.isNumber ?? false, "a column follows the line: \(l)")
+                XCTAssertTrue(rest.hasPrefix("\(Self.reloadBadColumn):") || PassthroughStandIn.selected,
+                              "the column is the bad token's (\(Self.reloadBadColumn)): \(l)")
             }
             XCTAssertTrue(b.isRunning, "a bad reload does not stop sluice run")
             sleepSeconds(0.3)
