@@ -82,5 +82,8 @@ let package = Package(
             exclude: ["Golden"]
         ),
         .testTarget(name: "KernelDiffTests", dependencies: ["Replay", "Rules", "Engine", "Capture", "Wire"]),
+        // End-to-end: namespaces (client, router, servers, plugin), real traffic, the router run by
+        // the kernel's iptables or by `sluice run` (drives binaries with Process; no module deps).
+        .testTarget(name: "InlineTests", dependencies: []),
     ]
 )
