@@ -17,7 +17,7 @@ extension Engine {
             let (t, c) = list[k]
             let name = tables[Int(t)].name
             if tracks && name != .raw && !ctx.ct.looked {
-                conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting, trace: &trace)
+                conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
             }
             if name == .nat {
                 if !natStep(table: Int(t), chain: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
@@ -27,7 +27,7 @@ extension Engine {
             if !runChain(table: Int(t), builtin: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
         }
         if tracks && !ctx.ct.looked {
-            conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting, trace: &trace)
+            conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
         }
         return true
     }
@@ -204,6 +204,19 @@ extension Engine {
             if case .unicast(let oif, _) = network.route(destination: to, inputInterface: nil) {
                 let start = emitted.copyBytes.count
                 emitted.copyBytes.append(contentsOf: ctx.ip)
+                // nf_dup_ipv4: a clone taken at PREROUTING or INPUT leaves with TTL - 1 (no loop
+                // can keep it alive); the TTL is the packet's as the kernel has it at this hook
+                // (inline, the forward path's decrement is not written into the frame).
+                let ttl = f.ttl &- (hook == .prerouting || hook == .input ? 1 : 0)
+                if emitted.copyBytes.count >= start + 20 && emitted.copyBytes[start + 8] != ttl {
+                    let old = UInt16(emitted.copyBytes[start + 8]) << 8 | UInt16(emitted.copyBytes[start + 9])
+                    emitted.copyBytes[start + 8] = ttl
+                    let new = UInt16(ttl) << 8 | UInt16(emitted.copyBytes[start + 9])
+                    let sum = UInt16(emitted.copyBytes[start + 10]) << 8 | UInt16(emitted.copyBytes[start + 11])
+                    let updated = Checksum.update(sum, old: old, new: new)
+                    emitted.copyBytes[start + 10] = UInt8(updated >> 8)
+                    emitted.copyBytes[start + 11] = UInt8(updated & 0xFF)
+                }
                 emitted.copies.append((start, ctx.ip.count, engineIndex(oif), to))
                 if trace.detailed { trace.lines.append("    copy to \(IPv4Address(to)) out \(network.interfaceName(oif))") }
             } else if trace.detailed {
@@ -211,6 +224,7 @@ extension Engine {
             }
         case .lookup(let table):
             ctx.lookupTable = table
+            if inline, let m = routeMarks[table] { f.mark = m }
         }
         return .next
     }
