@@ -91,8 +91,14 @@ public struct Engine: Sendable {
     /// Network-model interface id per engine interface index (-1 when the model lacks it).
     let modelInterface: [Int]
     var stack: [(chain: Int32, next: Int32)] = []
+    /// The connection table, when `tracking`. Stored non-optional: testing or unwrapping an
+    /// optional struct stored property copies it (a retain and release of each of its buffers),
+    /// which the profile showed on every packet of a stateful rule set.
+    var ct: ConnTable
+    /// Connection tracking is on.
+    public private(set) var tracking: Bool
     /// The connection table; nil when conntrack is off.
-    public internal(set) var conntrack: ConnTable?
+    public var conntrack: ConnTable? { tracking ? ct : nil }
     var fragments = FragmentMemory()
     let conntrackChecksum: Bool
     /// Index of the nat table in `tables`, if loaded.
@@ -145,8 +151,9 @@ public struct Engine: Sendable {
         let needsCT = rules.tables.contains { t in
             t.name == .nat || t.chains.contains { c in c.rules.contains { r in r.target.needsConntrack || r.match.extensions.contains(where: \.needsConntrack) } }
         }
-        conntrack = (options.conntrack ?? needsCT)
-            ? ConnTable(capacity: options.conntrackCapacity, timeouts: options.conntrackTimeouts, secret: options.conntrackSecret) : nil
+        tracking = options.conntrack ?? needsCT
+        ct = tracking ? ConnTable(capacity: options.conntrackCapacity, timeouts: options.conntrackTimeouts, secret: options.conntrackSecret)
+            : ConnTable(capacity: 1, timeouts: options.conntrackTimeouts, secret: (0, 0))
         conntrackChecksum = options.conntrackChecksum
         inline = options.inline
         routeMarks = options.routeMarks
@@ -297,9 +304,11 @@ public struct Engine: Sendable {
     /// A reload: the new engine takes over the old one's connection table (connections, NAT
     /// bindings and CONNMARKs survive), as iptables-restore leaves nf_conntrack alone.
     public mutating func adoptConnections(from old: inout Engine) {
-        guard let table = old.conntrack else { return }
-        conntrack = table
-        old.conntrack = nil
+        guard old.tracking else { return }
+        ct = old.ct
+        tracking = true
+        old.ct = ConnTable(capacity: 1, secret: (0, 0))
+        old.tracking = false
     }
 
     public func interfaceIndex(_ name: String) -> Int16? { interfaces.index(name).map { Int16($0) } }
@@ -526,7 +535,7 @@ public struct Engine: Sendable {
     /// it created, and report its state.
     mutating func finish(_ d0: Decision, _ ctx: PacketContext) -> Decision {
         var d = d0
-        if conntrack != nil && ctx.ct.looked {
+        if tracking && ctx.ct.looked {
             if d.kind == .dropped || d.kind == .rejected { conntrackAbort(ctx) } else { conntrackConfirm(ctx) }
             d.ct = ctx.ct.state
             d.natText = ctx.natText

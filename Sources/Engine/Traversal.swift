@@ -12,7 +12,7 @@ extension Engine {
                           emitted: inout Emitted) -> Bool {
         let list = hookChains[Int(hook.rawValue)]
         // Conntrack runs after the raw table at PREROUTING and OUTPUT (priority -200).
-        let tracks = conntrack != nil && (hook == .prerouting || hook == .output) && !ctx.ct.looked
+        let tracks = tracking && (hook == .prerouting || hook == .output) && !ctx.ct.looked
         for k in list.indices {
             let (t, c) = list[k]
             let name = tables[Int(t)].name
@@ -158,14 +158,14 @@ extension Engine {
             bind(n, f, &ctx, trace: &trace)
             return .accept
         case .connmark(let op):
-            guard conntrack != nil, ctx.ct.index >= 0 else { break }
-            var c = conntrack![ctx.ct.index]
+            guard tracking, ctx.ct.index >= 0 else { break }
+            var c = ct[ctx.ct.index]
             switch op {
             case .setXMark(let v, let m): c.mark = (c.mark & ~m) ^ v
             case .save(let nf, let ctm): c.mark = (c.mark & ~ctm) ^ (f.mark & nf)
             case .restore(let nf, let ctm): f.mark = (f.mark & ~nf) ^ (c.mark & ctm)
             }
-            conntrack![ctx.ct.index] = c
+            ct[ctx.ct.index] = c
         case .log(let o):
             if trace.logging { trace.logs.append(logLine(o, f, ctx)); trace.logLevels.append(o.level) }
         case .mark(let v, let m):
@@ -362,7 +362,8 @@ extension Engine {
         case .ctState(let want, let inv): return b(!ctStateBits(ctx).intersection(want).isEmpty != inv)
         case .connmark(let mm, let inv):
             // Read in place: `if let ct = conntrack` would copy the table (and retain its arrays).
-            guard ctx.ct.index >= 0, let mark = conntrack?[ctx.ct.index].mark else { return b(inv) }
+            guard tracking, ctx.ct.index >= 0 else { return b(inv) }
+            let mark = ct[ctx.ct.index].mark
             return b(mm.matches(mark) != inv)
         case .conntrack(let x): return b(conntrackMatch(x, ctx))
         }
@@ -372,7 +373,8 @@ extension Engine {
     func ctStateBits(_ ctx: PacketContext) -> CtState {
         var s = ctx.ct.state
         if s.isEmpty { s = .invalid }
-        if ctx.ct.index >= 0, let st = conntrack?[ctx.ct.index].status {
+        if tracking, ctx.ct.index >= 0 {
+            let st = ct[ctx.ct.index].status
             if st.contains(.srcNAT) { s.insert(.snat) }
             if st.contains(.dstNAT) { s.insert(.dnat) }
         }
@@ -382,12 +384,13 @@ extension Engine {
     /// xt_conntrack: every option given must hold (each with its own `!`).
     func conntrackMatch(_ x: ConntrackMatch, _ ctx: PacketContext) -> Bool {
         if let st = x.state, ctStateBits(ctx).intersection(st.value).isEmpty != st.invert { return false }
-        guard ctx.ct.index >= 0, let c = conntrack?[ctx.ct.index] else {
+        guard tracking, ctx.ct.index >= 0 else {
             // No connection: only a state match can hold.
             return x.status == nil && x.proto == nil && x.origSource == nil && x.origDestination == nil && x.replySource == nil
                 && x.replyDestination == nil && x.origSourcePort == nil && x.origDestinationPort == nil && x.replySourcePort == nil
                 && x.replyDestinationPort == nil && x.directionReply == nil
         }
+        let c = ct[ctx.ct.index]
         if let v = x.status {
             var s = CtStatus()
             if c.status.contains(.expected) { s.insert(.expected) }
