@@ -2,10 +2,10 @@
 # Both install the Debian packages they need when missing (as root, or with sudo).
 
 SWIFT ?= swift
-APT_PACKAGES := pkg-config libpcap-dev libnetfilter-queue-dev libnfnetlink-dev libmnl-dev iptables nftables iproute2 procps tcpreplay tcpdump ethtool ipset
+APT_PACKAGES := pkg-config libpcap-dev libnetfilter-queue-dev libnfnetlink-dev libmnl-dev iptables nftables iproute2 procps tcpreplay tcpdump ethtool ipset iputils-ping
 DEMO_OUT ?= out/demo
 
-.PHONY: deps build release demo test captures bench clean
+.PHONY: deps build release demo test captures bench bench-inline sweep clean
 
 deps:
 	@missing=""; \
@@ -39,6 +39,16 @@ captures: deps
 
 bench: deps
 	cd Benchmarks && $(SWIFT) package benchmark thresholds check
+
+# Scaling sweeps over `sluice bench --json` (needs ../shared): tables and SVG plots in docs/sweeps/.
+sweep: deps
+	$(SWIFT) build -c release --product sluice
+	$(SWIFT) build -c release --product capgen
+	python3 Benchmarks/sweep.py
+
+# Sluice inline beside the NFQUEUE floors of ../shared/anchors/nfq-bench (root; writes docs/bench-inline.md).
+bench-inline: deps
+	bash Benchmarks/inline/bench-inline.sh
 
 clean:
 	rm -rf .build out

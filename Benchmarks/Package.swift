@@ -2,12 +2,12 @@
 import PackageDescription
 
 // A separate package so that the root package does not depend on package-benchmark (and its
-// malloc interposer). Depends on the root package's `Wire`, `Capture`, `Conntrack`, `Rules` and
-// `Classifier` products only.
+// malloc interposer). Depends on the root package's library products only.
 //
 //   cd Benchmarks && swift package benchmark --target WireBenchmarks
 //   cd Benchmarks && swift package benchmark --target ConntrackBenchmarks
-//   cd Benchmarks && swift package benchmark --target ClassifierBenchmarks
+//   cd Benchmarks && swift package benchmark --target PipelineBenchmarks   # Engine.process, NAT rewrite
+//   cd Benchmarks && swift package benchmark --target ClassifierBenchmarks # compiled vs linear chains
 //   cd Benchmarks && swift run -c release ConntrackMemory      # RSS of a 1M-connection table, once
 //
 // See docs/benchmarks.md for the recorded figures and the threshold workflow.
@@ -43,6 +43,21 @@ let package = Package(
                 .product(name: "Wire", package: "Sluice"),
             ],
             path: "Benchmarks/ConntrackBenchmarks",
+            plugins: [
+                .plugin(name: "BenchmarkPlugin", package: "benchmark"),
+            ]
+        ),
+        .executableTarget(
+            name: "PipelineBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Engine", package: "Sluice"),
+                .product(name: "Rules", package: "Sluice"),
+                .product(name: "NetModel", package: "Sluice"),
+                .product(name: "Capture", package: "Sluice"),
+                .product(name: "Wire", package: "Sluice"),
+            ],
+            path: "Benchmarks/PipelineBenchmarks",
             plugins: [
                 .plugin(name: "BenchmarkPlugin", package: "benchmark"),
             ]

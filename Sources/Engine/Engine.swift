@@ -38,6 +38,13 @@ public struct EngineOptions: Sendable {
     /// built per chain at load (`CompiledChain`, docs/classifier.md). Same answers; the
     /// compiled form costs build time and memory and pays off on long chains.
     public var classifier: ClassifierKind = .linear
+    /// Inline (NFQUEUE): the kernel forwards the packet after the verdict, so the engine leaves
+    /// what ip_forward itself writes (TTL decrement, Record Route) to the kernel, and decides
+    /// everything else as in replay.
+    public var inline = false
+    /// Inline LOOKUP: route table -> the fwmark the operator's `ip rule fwmark M lookup TABLE`
+    /// uses; the packet leaves with that mark so the kernel's routing takes the table.
+    public var routeMarks: [UInt32: UInt32] = [:]
     public init() {}
 }
 
@@ -84,12 +91,20 @@ public struct Engine: Sendable {
     /// Network-model interface id per engine interface index (-1 when the model lacks it).
     let modelInterface: [Int]
     var stack: [(chain: Int32, next: Int32)] = []
+    /// The connection table, when `tracking`. Stored non-optional: testing or unwrapping an
+    /// optional struct stored property copies it (a retain and release of each of its buffers),
+    /// which the profile showed on every packet of a stateful rule set.
+    var ct: ConnTable
+    /// Connection tracking is on.
+    public private(set) var tracking: Bool
     /// The connection table; nil when conntrack is off.
-    public internal(set) var conntrack: ConnTable?
+    public var conntrack: ConnTable? { tracking ? ct : nil }
     var fragments = FragmentMemory()
     let conntrackChecksum: Bool
     /// Index of the nat table in `tables`, if loaded.
     let natTable: Int?
+    let inline: Bool
+    let routeMarks: [UInt32: UInt32]
 
     public init(rules: RuleSet, network: NetworkModel, extraInterfaces: [String] = [], options: EngineOptions = EngineOptions()) throws(Diagnostic) {
         ruleSet = rules
@@ -136,9 +151,12 @@ public struct Engine: Sendable {
         let needsCT = rules.tables.contains { t in
             t.name == .nat || t.chains.contains { c in c.rules.contains { r in r.target.needsConntrack || r.match.extensions.contains(where: \.needsConntrack) } }
         }
-        conntrack = (options.conntrack ?? needsCT)
-            ? ConnTable(capacity: options.conntrackCapacity, timeouts: options.conntrackTimeouts, secret: options.conntrackSecret) : nil
+        tracking = options.conntrack ?? needsCT
+        ct = tracking ? ConnTable(capacity: options.conntrackCapacity, timeouts: options.conntrackTimeouts, secret: options.conntrackSecret)
+            : ConnTable(capacity: 1, timeouts: options.conntrackTimeouts, secret: (0, 0))
         conntrackChecksum = options.conntrackChecksum
+        inline = options.inline
+        routeMarks = options.routeMarks
         self.residuals = residuals
         self.multiportRanges = ranges
         self.actions = actions
@@ -269,6 +287,7 @@ public struct Engine: Sendable {
         case .checksumFill: return .checksumFill
         case .notrack: return .notrack
         case .copy(let to, _, _): return .copy(to: to)
+        case .tee(let gateway): return .copy(to: gateway)
         case .lookup(let name, _):
             let n: UInt32 = UInt32(name) ?? (name == "main" ? 254 : name == "local" ? 255 : 253)
             return .lookup(table: n)
@@ -280,6 +299,16 @@ public struct Engine: Sendable {
         case .netmap(let prefix): return .nat(.netmap(prefix))
         default: throw CompileError("\(r.origin.file):\(r.origin.line): target '\(r.target.name)' is not available in this version")
         }
+    }
+
+    /// A reload: the new engine takes over the old one's connection table (connections, NAT
+    /// bindings and CONNMARKs survive), as iptables-restore leaves nf_conntrack alone.
+    public mutating func adoptConnections(from old: inout Engine) {
+        guard old.tracking else { return }
+        ct = old.ct
+        tracking = true
+        old.ct = ConnTable(capacity: 1, secret: (0, 0))
+        old.tracking = false
     }
 
     public func interfaceIndex(_ name: String) -> Int16? { interfaces.index(name).map { Int16($0) } }
@@ -305,7 +334,7 @@ public struct Engine: Sendable {
     /// packet (TCPMSS adding an option) need room, and report the new length in
     /// `Decision.frameLength` and the parse (`p`).
     public mutating func process(frame: UnsafeMutableRawBufferPointer, capacity: Int? = nil, linkType: LinkType, wireLength: Int? = nil,
-                                 inInterface: Int16?, timestampNanos: Int64 = 0, mark: UInt32 = 0,
+                                 inInterface: Int16?, timestampNanos: Int64 = 0, mark: UInt32 = 0, checksumVerified: Bool = false,
                                  parsed p: inout ParsedPacket, trace: inout HitTrace, emitted: inout Emitted) -> Decision {
         trace.clear()
         emitted.clear()
@@ -338,9 +367,10 @@ public struct Engine: Sendable {
         var ctx = PacketContext(frame: frame, l3: l3, bytes: bytes, now: timestampNanos, l4: Int(p.l4Offset),
                                 capturedEnd: l3 + Int(p.ipCapturedLength))
         ctx.capacity = max(frame.count, capacity ?? frame.count)
-        ctx.recordNAT = trace.logging || trace.detailed
+        ctx.recordNAT = trace.recordNAT || trace.detailed
         ctx.parsed = p
         ctx.untrimmed = !p.captureTruncated && l3 + Int(p.ipTotalLength) == frame.count
+        ctx.checksumVerified = checksumVerified
 
         if let iif = inInterface {
             if trace.detailed { trace.lines.append("in \(interfaceName(iif)): \(describe(p))") }
@@ -388,10 +418,10 @@ public struct Engine: Sendable {
                 }
                 // ip_forward decrements the TTL before the FORWARD hook.
                 f.ttl -= 1
-                Rewrite.setTTL(frame, l3: l3, f.ttl)
+                if !inline { Rewrite.setTTL(frame, l3: l3, f.ttl) }
                 f.outInterface = out
                 if !runHook(.forward, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
-                if p.hasIPOptions { forwardOptions(ctx, outInterface: oif, gateway: gw ?? f.destination) }
+                if p.hasIPOptions && !inline { forwardOptions(ctx, outInterface: oif, gateway: gw ?? f.destination) }
                 if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 d.kind = .forwarded
                 d.outInterface = out
@@ -505,7 +535,7 @@ public struct Engine: Sendable {
     /// it created, and report its state.
     mutating func finish(_ d0: Decision, _ ctx: PacketContext) -> Decision {
         var d = d0
-        if conntrack != nil && ctx.ct.looked {
+        if tracking && ctx.ct.looked {
             if d.kind == .dropped || d.kind == .rejected { conntrackAbort(ctx) } else { conntrackConfirm(ctx) }
             d.ct = ctx.ct.state
             d.natText = ctx.natText
@@ -587,6 +617,9 @@ struct PacketContext {
     var grown = 0
     /// The frame ends where the IPv4 packet ends (no padding, not cut): growing is safe.
     var untrimmed = false
+    /// The kernel already verified the L4 checksum, or it is not computed yet (offload): conntrack
+    /// does not check it again (nf_ip_checksum skips CHECKSUM_UNNECESSARY/PARTIAL).
+    var checksumVerified = false
 
     init(frame: UnsafeMutableRawBufferPointer, l3: Int, bytes: UInt64, now: Int64, l4: Int, capturedEnd: Int) {
         self.frame = frame; self.l3 = l3; self.bytes = bytes; self.now = now; self.l4 = l4; self.capturedEnd = capturedEnd

@@ -16,21 +16,22 @@ enum ResidualMatch: Sendable {
     case multiport(start: Int32, count: Int16, direction: MultiportDirection, invert: Bool)
     case sourceRange(lo: UInt32, hi: UInt32, invert: Bool)
     case destinationRange(lo: UInt32, hi: UInt32, invert: Bool)
-    case addrtype(AddrTypeMatch)
+    indirect case addrtype(AddrTypeMatch)
     case mark(MarkMask, invert: Bool)
     case length(lo: UInt16, hi: UInt16, invert: Bool)
     case ttl(TTLComparison, UInt8, invert: Bool)
     case random(threshold: UInt32, invert: Bool)
     case nth(slot: Int32, every: UInt32, invert: Bool)
     case limit(slot: Int32, perNanos: Double, burst: Double)
-    case recent(list: Int32, RecentMatch)
+    // Boxed (indirect): their payloads are large, and every other case would be copied at that size.
+    indirect case recent(list: Int32, RecentMatch)
     case mac(UInt64, invert: Bool)
     case pkttype(UInt8, invert: Bool)
     case set(index: Int32, source: Bool, invert: Bool)
     case constant(Bool)
     case ctState(CtState, invert: Bool)
     case connmark(MarkMask, invert: Bool)
-    case conntrack(ConntrackMatch)
+    indirect case conntrack(ConntrackMatch)
 }
 
 /// Per-rule state of stateful matches, in flat arrays.

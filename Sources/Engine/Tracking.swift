@@ -23,15 +23,15 @@ extension Engine {
     /// nf_conntrack_in: find or create the packet's connection, run the protocol tracker, and
     /// decide its state. ICMP errors are RELATED to the connection their quote belongs to.
     mutating func conntrackIn(_ f: PacketFields, _ p: ParsedPacket, _ ctx: inout PacketContext, verifyChecksum: Bool, trace: inout HitTrace) {
-        guard conntrack != nil, !ctx.ct.looked else { return }
+        guard tracking, !ctx.ct.looked else { return }
         ctx.ct.looked = true
         if ctx.untracked { ctx.ct.state = .untracked; return }
         let now = ctx.now
-        _ = conntrack!.expire(now: now, budget: 8)
+        _ = ct.expire(now: now, budget: 8)
         // Later fragments: the kernel reassembles before conntrack; Sluice tracks fragments by
         // the first one's verdict (same datagram id), see `fragmentMemory`.
         if p.isLaterFragment || p.l4Truncated {
-            if let m = fragments.find(p), conntrack!.isLive(m.index) {
+            if let m = fragments.find(p), ct.isLive(m.index) {
                 ctx.ct.index = m.index; ctx.ct.reply = m.reply; ctx.ct.state = m.state
             } else {
                 ctx.ct.state = .invalid
@@ -42,7 +42,7 @@ extension Engine {
             // icmp_error_message: the quote, inverted, names the connection.
             let inner = p.quote
             guard let key = inner.proto == IPProtocol.icmp ? ConnTable.replyTuple(for: inner) : inner.reversed,
-                  let hit = conntrack!.find(key, now: now) else {
+                  let hit = ct.find(key, now: now) else {
                 ctx.ct.state = .invalid
                 if trace.detailed { trace.lines.append("  conntrack: ICMP error about no known connection: INVALID") }
                 return
@@ -59,7 +59,7 @@ extension Engine {
             seg = TCPSegment(v, payloadLength: Int(p.ipTotalLength) - Int(p.ipHeaderLength) - v.headerLength)
         }
         let valid = !verifyChecksum || l4ChecksumValid(p, ctx)
-        let r = conntrack!.track(f.flowKey(p), tcp: seg, now: now, checksumValid: valid)
+        let r = ct.track(f.flowKey(p), tcp: seg, now: now, checksumValid: valid)
         ctx.ct.index = r.index
         ctx.ct.reply = r.result.reply
         ctx.ct.created = r.created
@@ -80,13 +80,13 @@ extension Engine {
     /// nf_conntrack_confirm: the packet was accepted; a connection it created becomes real.
     mutating func conntrackConfirm(_ ctx: PacketContext) {
         guard ctx.ct.created, ctx.ct.index >= 0 else { return }
-        conntrack!.confirm(ctx.ct.index)
+        ct.confirm(ctx.ct.index)
     }
 
     /// The packet was dropped: a connection it created leaves no trace.
     mutating func conntrackAbort(_ ctx: PacketContext) {
-        guard ctx.ct.created, ctx.ct.index >= 0, conntrack != nil else { return }
-        conntrack!.remove(ctx.ct.index)
+        guard ctx.ct.created, ctx.ct.index >= 0, tracking else { return }
+        ct.remove(ctx.ct.index)
     }
 
     func l4ChecksumValid(_ p: ParsedPacket, _ ctx: PacketContext) -> Bool {
@@ -101,7 +101,7 @@ extension Engine {
     }
 
     func describeConn(_ i: Int32) -> String {
-        guard let ct = conntrack, i >= 0 else { return "-" }
+        guard tracking, i >= 0 else { return "-" }
         let c = ct[i]
         return "\(c.original) / \(c.reply)"
     }
@@ -113,17 +113,17 @@ extension Engine {
     /// the connection's binding is applied to the packet, in either direction.
     mutating func natStep(table ti: Int, chain c: Int32, hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext,
                           trace: inout HitTrace, d: inout Decision, emitted: inout Emitted) -> Bool {
-        guard conntrack != nil, ctx.ct.index >= 0 else { return true }
+        guard tracking, ctx.ct.index >= 0 else { return true }
         let manip: NATManip = hook == .prerouting || hook == .output ? .destination : .source
-        let conn = conntrack![ctx.ct.index]
+        let conn = ct[ctx.ct.index]
         let decided = conn.status.contains(manip == .destination ? .dstNATDone : .srcNATDone)
         if !decided && !ctx.ct.reply && !conn.status.contains(.confirmed) && !ctx.ct.related {
             if trace.detailed { trace.lines.append("  \(hook.chainName) nat (new connection)") }
             ctx.natHook = hook
             if !runChain(table: ti, builtin: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
-            var s = conntrack![ctx.ct.index]
+            var s = ct[ctx.ct.index]
             s.status.insert(manip == .destination ? .dstNATDone : .srcNATDone)
-            conntrack![ctx.ct.index] = s
+            ct[ctx.ct.index] = s
         }
         applyBinding(manip, &f, &ctx, trace: &trace)
         return true
@@ -133,7 +133,7 @@ extension Engine {
     /// like the other direction's tuple inverted: a source manip takes that tuple's source, a
     /// destination manip its destination (the ICMP query id rides along as the "port").
     mutating func applyBinding(_ manip: NATManip, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace) {
-        let conn = conntrack![ctx.ct.index]
+        let conn = ct[ctx.ct.index]
         let reply = ctx.ct.reply
         let applies: Bool
         switch (manip, reply) {
@@ -184,9 +184,9 @@ extension Engine {
 
     /// A NAT target in the nat chain of a NEW connection: sets the reply tuple (the binding).
     mutating func bind(_ a: NATAction, _ f: PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace) {
-        guard conntrack != nil, ctx.ct.index >= 0 else { return }
+        guard tracking, ctx.ct.index >= 0 else { return }
         let i = ctx.ct.index
-        let conn = conntrack![i]
+        let conn = ct[i]
         let o = conn.original
         var r = conn.reply
         let now = ctx.now
@@ -235,7 +235,7 @@ extension Engine {
                 let random = flags.random || flags.randomFully
                 let startPort = random ? UInt16(truncatingIfNeeded: state.random.next()) : original
                 var candidate = r
-                let table = conntrack!
+                let table = ct
                 let chosen = PortChooser.choose(original: startPort, range: portRange) { port in
                     if isICMP { candidate.sourcePort = port } else { candidate.destinationPort = port }
                     return !table.isTaken(candidate, now: now) || (port == original && !random && candidate == conn.reply)
@@ -254,7 +254,7 @@ extension Engine {
                 r.destination = (o.source & ~mask) | (prefix.network & mask)
             }
         }
-        if !conntrack!.setReplyTuple(i, r, now: now) {
+        if !ct.setReplyTuple(i, r, now: now) {
             if trace.detailed { trace.lines.append("  nat: reply tuple \(r) already in use: binding not set") }
             return
         }
@@ -272,7 +272,7 @@ extension Engine {
     /// `conntrack -L` lines for the live connections, oldest first, with the remaining timeout
     /// at `now`.
     public func conntrackListing(now: Int64) -> String {
-        guard let ct = conntrack else { return "" }
+        guard tracking else { return "" }
         var out = ""
         for i in ct.liveIndices(now: now) {
             let c = ct[i]

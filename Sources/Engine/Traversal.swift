@@ -12,12 +12,12 @@ extension Engine {
                           emitted: inout Emitted) -> Bool {
         let list = hookChains[Int(hook.rawValue)]
         // Conntrack runs after the raw table at PREROUTING and OUTPUT (priority -200).
-        let tracks = conntrack != nil && (hook == .prerouting || hook == .output) && !ctx.ct.looked
+        let tracks = tracking && (hook == .prerouting || hook == .output) && !ctx.ct.looked
         for k in list.indices {
             let (t, c) = list[k]
             let name = tables[Int(t)].name
             if tracks && name != .raw && !ctx.ct.looked {
-                conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting, trace: &trace)
+                conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
             }
             if name == .nat {
                 if !natStep(table: Int(t), chain: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
@@ -27,7 +27,7 @@ extension Engine {
             if !runChain(table: Int(t), builtin: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
         }
         if tracks && !ctx.ct.looked {
-            conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting, trace: &trace)
+            conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
         }
         return true
     }
@@ -158,14 +158,14 @@ extension Engine {
             bind(n, f, &ctx, trace: &trace)
             return .accept
         case .connmark(let op):
-            guard conntrack != nil, ctx.ct.index >= 0 else { break }
-            var c = conntrack![ctx.ct.index]
+            guard tracking, ctx.ct.index >= 0 else { break }
+            var c = ct[ctx.ct.index]
             switch op {
             case .setXMark(let v, let m): c.mark = (c.mark & ~m) ^ v
             case .save(let nf, let ctm): c.mark = (c.mark & ~ctm) ^ (f.mark & nf)
             case .restore(let nf, let ctm): f.mark = (f.mark & ~nf) ^ (c.mark & ctm)
             }
-            conntrack![ctx.ct.index] = c
+            ct[ctx.ct.index] = c
         case .log(let o):
             if trace.logging { trace.logs.append(logLine(o, f, ctx)); trace.logLevels.append(o.level) }
         case .mark(let v, let m):
@@ -204,6 +204,19 @@ extension Engine {
             if case .unicast(let oif, _) = network.route(destination: to, inputInterface: nil) {
                 let start = emitted.copyBytes.count
                 emitted.copyBytes.append(contentsOf: ctx.ip)
+                // nf_dup_ipv4: a clone taken at PREROUTING or INPUT leaves with TTL - 1 (no loop
+                // can keep it alive); the TTL is the packet's as the kernel has it at this hook
+                // (inline, the forward path's decrement is not written into the frame).
+                let ttl = f.ttl &- (hook == .prerouting || hook == .input ? 1 : 0)
+                if emitted.copyBytes.count >= start + 20 && emitted.copyBytes[start + 8] != ttl {
+                    let old = UInt16(emitted.copyBytes[start + 8]) << 8 | UInt16(emitted.copyBytes[start + 9])
+                    emitted.copyBytes[start + 8] = ttl
+                    let new = UInt16(ttl) << 8 | UInt16(emitted.copyBytes[start + 9])
+                    let sum = UInt16(emitted.copyBytes[start + 10]) << 8 | UInt16(emitted.copyBytes[start + 11])
+                    let updated = Checksum.update(sum, old: old, new: new)
+                    emitted.copyBytes[start + 10] = UInt8(updated >> 8)
+                    emitted.copyBytes[start + 11] = UInt8(updated & 0xFF)
+                }
                 emitted.copies.append((start, ctx.ip.count, engineIndex(oif), to))
                 if trace.detailed { trace.lines.append("    copy to \(IPv4Address(to)) out \(network.interfaceName(oif))") }
             } else if trace.detailed {
@@ -211,6 +224,7 @@ extension Engine {
             }
         case .lookup(let table):
             ctx.lookupTable = table
+            if inline, let m = routeMarks[table] { f.mark = m }
         }
         return .next
     }
@@ -347,8 +361,10 @@ extension Engine {
         case .constant(let v): return b(v)
         case .ctState(let want, let inv): return b(!ctStateBits(ctx).intersection(want).isEmpty != inv)
         case .connmark(let mm, let inv):
-            guard let ct = conntrack, ctx.ct.index >= 0 else { return b(inv) }
-            return b(mm.matches(ct[ctx.ct.index].mark) != inv)
+            // Read in place: `if let ct = conntrack` would copy the table (and retain its arrays).
+            guard tracking, ctx.ct.index >= 0 else { return b(inv) }
+            let mark = ct[ctx.ct.index].mark
+            return b(mm.matches(mark) != inv)
         case .conntrack(let x): return b(conntrackMatch(x, ctx))
         }
     }
@@ -357,7 +373,7 @@ extension Engine {
     func ctStateBits(_ ctx: PacketContext) -> CtState {
         var s = ctx.ct.state
         if s.isEmpty { s = .invalid }
-        if let ct = conntrack, ctx.ct.index >= 0 {
+        if tracking, ctx.ct.index >= 0 {
             let st = ct[ctx.ct.index].status
             if st.contains(.srcNAT) { s.insert(.snat) }
             if st.contains(.dstNAT) { s.insert(.dnat) }
@@ -368,7 +384,7 @@ extension Engine {
     /// xt_conntrack: every option given must hold (each with its own `!`).
     func conntrackMatch(_ x: ConntrackMatch, _ ctx: PacketContext) -> Bool {
         if let st = x.state, ctStateBits(ctx).intersection(st.value).isEmpty != st.invert { return false }
-        guard let ct = conntrack, ctx.ct.index >= 0 else {
+        guard tracking, ctx.ct.index >= 0 else {
             // No connection: only a state match can hold.
             return x.status == nil && x.proto == nil && x.origSource == nil && x.origDestination == nil && x.replySource == nil
                 && x.replyDestination == nil && x.origSourcePort == nil && x.origDestinationPort == nil && x.replySourcePort == nil

@@ -102,11 +102,14 @@ public struct HitTrace: Sendable {
     /// Syslog level (--log-level) of each entry of `logs`.
     public var logLevels: [UInt8] = []
     public var logging = false
+    /// Keep the NAT rewrites as text (`Decision.natText`, replay's `nat` field); allocates.
+    public var recordNAT = false
 
     public init(detailed: Bool = false, logging: Bool = false) {
         entries.reserveCapacity(64)
         self.detailed = detailed
         self.logging = logging
+        self.recordNAT = logging
     }
     @inlinable public mutating func clear() {
         entries.removeAll(keepingCapacity: true)

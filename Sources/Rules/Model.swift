@@ -126,6 +126,8 @@ public enum RuleTarget: Equatable, Sendable {
     case notrack
     /// VNS3: copy the packet to `to` (mirror), original continues.
     case copy(to: UInt32, from: String?, direction: CopyDirection)
+    /// TEE --gateway: a clone goes to `gateway` as its next hop; the original continues.
+    case tee(gateway: UInt32)
     /// VNS3: policy-route through route table `table`.
     case lookup(table: String, through: Bool)
     /// TPROXY: deliver to a local transparent socket (needs the box's sockets).
@@ -162,6 +164,7 @@ public enum RuleTarget: Equatable, Sendable {
         case .checksumFill: "CHECKSUM"
         case .notrack: "NOTRACK"
         case .copy: "COPY"
+        case .tee: "TEE"
         case .lookup: "LOOKUP"
         case .tproxy: "TPROXY"
         }

@@ -196,6 +196,7 @@ public enum RuleSetRenderer {
         case .notrack: return " -j CT --notrack"
         case .copy(let to, let from, let dir):
             return " -j COPY --to \(IPv4Address(to))" + (from.map { " --from \($0)" } ?? "") + " \(dir.rawValue)"
+        case .tee(let g): return " -j TEE --gateway \(IPv4Address(g))"
         case .lookup(let t, let through): return " -j LOOKUP --table \(t)" + (through ? " --through" : "")
         case .tproxy(let o):
             return " -j TPROXY --on-port \(o.onPort)" + (o.onIP.map { " --on-ip \(IPv4Address($0))" } ?? "") + (o.mark.map { " --tproxy-mark \(hex($0.value))/\(hex($0.mask))" } ?? "")

@@ -809,6 +809,12 @@ public struct RuleParser {
             var tmark: MarkMask? = nil
             if let mv = tval("--tproxy-mark") { tmark = try markMask(mv) }
             target = .tproxy(TProxyOptions(onPort: port, onIP: ip, mark: tmark))
+        case "TEE":
+            // xt_TEE: mangle only; the clone goes to --gateway as the next hop.
+            try only([.mangle])
+            guard let v = tval("--gateway"), let a = IPv4Address(v.text) else { throw error(col, "TEE needs --gateway IP") }
+            if let o = tval("--oif") { throw error(o.column, "TEE --oif is not supported (the clone leaves by the route to --gateway)") }
+            target = .tee(gateway: a.value)
         case "COPY", "LOOKUP":
             guard ctx.vns3 else { throw error(col, "unsupported target '\(name)' (a VNS3 dialect target)") }
             if name == "COPY" {
@@ -944,6 +950,7 @@ let targetOptions: [String: [String: Int]] = [
     "CT": ["--notrack": 0],
     "COPY": ["--to": 1, "--from": 1, "--inbound": 0, "--outbound": 0, "--bidirectional": 0],
     "LOOKUP": ["--table": 1, "--through": 0],
+    "TEE": ["--gateway": 1, "--oif": 1],
     "TPROXY": ["--on-port": 1, "--on-ip": 1, "--tproxy-mark": 1],
     "ACCEPT": [:], "DROP": [:], "RETURN": [:],
 ]

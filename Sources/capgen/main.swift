@@ -10,6 +10,9 @@ import Glibc
 import Capture
 import Wire
 
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "flows" {
+    exit(FlowCapture.main(Array(CommandLine.arguments.dropFirst(2))))
+}
 let outDir = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "captures"
 let t0: Int64 = 1_767_225_600 * 1_000_000_000  // 2026-01-01T00:00:00Z
 

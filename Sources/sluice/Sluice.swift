@@ -16,8 +16,8 @@ import Wire
 struct Sluice: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
-        abstract: "A userspace packet-processing engine: iptables semantics over captures (and, later, NFQUEUE).",
-        subcommands: [ReplayCommand.self, CheckCommand.self, TraceCommand.self]
+        abstract: "A userspace packet-processing engine: iptables semantics inline on NFQUEUE and over captures.",
+        subcommands: [ReplayCommand.self, CheckCommand.self, TraceCommand.self, RunCommand.self, CtlCommand.self, BenchCommand.self]
     )
 }
 
