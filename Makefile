@@ -5,7 +5,7 @@ SWIFT ?= swift
 APT_PACKAGES := pkg-config libpcap-dev libnetfilter-queue-dev libnfnetlink-dev libmnl-dev iptables nftables iproute2 procps tcpreplay tcpdump ethtool ipset iputils-ping
 DEMO_OUT ?= out/demo
 
-.PHONY: deps build release demo test captures bench bench-inline clean
+.PHONY: deps build release demo test captures bench bench-inline fuzz sanitize clean
 
 deps:
 	@missing=""; \
@@ -44,5 +44,24 @@ bench: deps
 bench-inline: deps
 	bash Benchmarks/inline/bench-inline.sh
 
+# libFuzzer targets (package Fuzz/, built with -sanitize=fuzzer,address): the wire parser, the
+# capture reader, the rule parsers, the network-model parser; FUZZ_SECONDS each (default 60).
+# Fails on a crash, a hang, a leak. Crashing inputs: Fuzz/.build/fuzz/artifacts/TARGET/.
+# python3 (Fuzz/seeds.py) cuts the captures into FuzzWire's seed frames.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(APT_PACKAGES) python3"
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash Fuzz/fuzz.sh
+
+# The test suite once under AddressSanitizer (.build-asan) and once under ThreadSanitizer
+# (.build-tsan). Slow (each a full build); not part of CI. SANITIZE_TEST_ARGS is passed to
+# `swift test` (e.g. --filter or --skip).
+SANITIZE_TEST_ARGS ?=
+sanitize: deps
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=address --scratch-path .build-asan
+	$(SWIFT) test --skip-build --scratch-path .build-asan $(SANITIZE_TEST_ARGS)
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan
+	$(SWIFT) test --skip-build --scratch-path .build-tsan $(SANITIZE_TEST_ARGS)
+
 clean:
-	rm -rf .build out
+	rm -rf .build .build-asan .build-tsan Fuzz/.build out
