@@ -10,19 +10,19 @@ extension NetworkModel {
         for (i, iface) in interfaces.enumerated() {
             let isLo = i == 0
             if let kind = iface.kind, !isLo {
-                out.append("ip link add \(iface.name) type \(kind)")
-                if iface.up { out.append("ip link set \(iface.name) up") }
+                out.append("ip link add name \(word(iface.name)) type \(word(kind))")
+                if iface.up { out.append("ip link set dev \(word(iface.name)) up") }
             }
             for (n, a) in iface.addresses.enumerated() where !(isLo && n == 0) {
                 var line = "ip addr add \(ip(a.address))/\(a.length)"
                 if let b = a.broadcast { line += " brd \(ip(b))" }
                 let defaultScope = a.address >> 24 == 127 ? RouteScope.host : RouteScope.universe
                 if a.scope != defaultScope { line += " scope \(scopeName(a.scope))" }
-                if let l = a.label { line += " label \(l)" }
-                out.append(line + " dev \(iface.name)")
+                if let l = a.label { line += " label \(word(l))" }
+                out.append(line + " dev \(word(iface.name))")
             }
-            if (iface.kind == nil || isLo) && !iface.up { out.append("ip link set \(iface.name) down") }
-            if iface.kind == nil && iface.up && iface.addresses.isEmpty { out.append("ip link set \(iface.name) up") }
+            if (iface.kind == nil || isLo) && !iface.up { out.append("ip link set dev \(word(iface.name)) down") }
+            if iface.kind == nil && iface.up && iface.addresses.isEmpty { out.append("ip link set dev \(word(iface.name)) up") }
         }
         var rendered: [Route] = []
         for r in routes where !r.isKernel {
@@ -53,7 +53,7 @@ extension NetworkModel {
         if r.type != .unicast { parts.append(r.type.keyword) }
         parts.append(r.length == 0 ? "default" : r.length == 32 ? ip(r.network) : "\(ip(r.network))/\(r.length)")
         if let g = r.gateway { parts.append("via \(ip(g))") }
-        if let d = r.interface { parts.append("dev \(interfaces[d].name)") }
+        if let d = r.interface { parts.append("dev \(command ? word(interfaces[d].name) : interfaces[d].name)") }
         let defaultTable = r.type == .local ? RouteTableID.local : RouteTableID.main
         if r.table != defaultTable || (!command && r.table != RouteTableID.main) { parts.append("table \(tableName(r.table))") }
         if r.proto != RouteProto.boot || !command {
@@ -81,8 +81,10 @@ extension NetworkModel {
         if rule.markMask != 0 {
             parts.append("fwmark " + hex(rule.mark) + (rule.markMask == 0xFFFF_FFFF ? "" : "/" + hex(rule.markMask)))
         }
-        if let i = rule.inputInterface { parts.append("iif \(interfaces[i].name)") }
-        if let o = rule.outputInterface { parts.append("oif \(interfaces[o].name)") }
+        // showPriority: the `ip rule add` form that parse reads back (names quoted when needed).
+        let name = { (i: InterfaceID) in showPriority ? word(self.interfaces[i].name) : self.interfaces[i].name }
+        if let i = rule.inputInterface { parts.append("iif \(name(i))") }
+        if let o = rule.outputInterface { parts.append("oif \(name(o))") }
         if rule.tos != 0 { parts.append("tos " + hex(UInt32(rule.tos))) }
         switch rule.action {
         case .lookup(let t): parts.append("lookup \(tableName(t))")
@@ -105,4 +107,16 @@ private func scopeName(_ s: UInt8) -> String {
     case RouteScope.nowhere: "nowhere"
     default: String(s)
     }
+}
+
+/// A name as one token for `parse`: in double quotes when it holds a quote or a backslash or
+/// starts a comment (names, labels and kinds hold no white space; the parser refuses it).
+func word(_ s: String) -> String {
+    guard s.isEmpty || s.hasPrefix("#") || s.contains(where: { $0 == "\"" || $0 == "'" || $0 == "\\" }) else { return s }
+    var out = "\""
+    for c in s {
+        if c == "\"" || c == "\\" { out.append("\\") }
+        out.append(c)
+    }
+    return out + "\""
 }
