@@ -10,7 +10,8 @@ let variables = [
 /// Input: rule-file text. Every dialect's parser reads it (each refuses the others' files at
 /// their first line, so this costs little), the dialect detector and the ipset parser too.
 /// A rule set that parses is rendered in iptables-save form; for the restore and command-line
-/// dialects that rendering must parse again (VNS3's COPY and LOOKUP exist only in its dialect).
+/// dialects that rendering must parse again, to the same rendering (VNS3's COPY and LOOKUP
+/// exist only in its dialect).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
@@ -24,11 +25,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     }
     for set in parsed {
         let rendered = RuleSetRenderer.render(set)
+        let again: RuleSet
         do {
-            _ = try RestoreParser.parse(rendered, file: "rendered.rules")
+            again = try RestoreParser.parse(rendered, file: "rendered.rules")
         } catch {
             fatalError("the rendering of a parsed rule set does not parse: \(error)\n--- input\n\(text)\n--- rendered\n\(rendered)")
         }
+        let second = RuleSetRenderer.render(again)
+        precondition(second == rendered, "render(parse(render(s))) != render(s)\n--- input\n\(text)\n--- rendered\n\(rendered)\n--- again\n\(second)")
     }
     return 0
 }
