@@ -1,36 +1,48 @@
 import Wire
 
 extension NetworkModel {
-    /// The model as commands that `parse` turns back into the same model: links and addresses in
-    /// interface order, then the routes added by hand, the rules other than the kernel's three,
-    /// and ip_forward. Routes the kernel derives from addresses are not repeated (see
-    /// `renderRoutes` for every table).
+    /// The model as commands that `parse` turns back into the same model: the links in interface
+    /// order, then the addresses and the routes added by hand in the order they were added
+    /// (routes in one slot are tried in that order, and a route added before an address whose
+    /// connected route shares its slot came first), links set down, the rules other than the
+    /// kernel's three, and ip_forward. Routes the kernel derives from addresses are not
+    /// repeated (see `renderRoutes` for every table).
     public func render() -> String {
         var out: [String] = []
+        var later: [(key: Int, line: String)] = []
         for (i, iface) in interfaces.enumerated() {
             let isLo = i == 0
             if let kind = iface.kind, !isLo {
                 out.append("ip link add name \(word(iface.name)) type \(word(kind))")
                 if iface.up { out.append("ip link set dev \(word(iface.name)) up") }
+            } else if !isLo {
+                out.append("ip link set dev \(word(iface.name)) up")  // declared here, in interface order
             }
+            var key = 0
             for (n, a) in iface.addresses.enumerated() where !(isLo && n == 0) {
                 var line = "ip addr add \(ip(a.address))/\(a.length)"
                 if let b = a.broadcast { line += " brd \(ip(b))" }
                 let defaultScope = a.address >> 24 == 127 ? RouteScope.host : RouteScope.universe
                 if a.scope != defaultScope { line += " scope \(scopeName(a.scope))" }
                 if let l = a.label { line += " label \(word(l))" }
-                out.append(line + " dev \(word(iface.name))")
+                // When it was added: the local route it made (never removed; shared by a second
+                // address with the same local address, which came later on the same link).
+                let local = routes.first { $0.isKernel && $0.type == .local && $0.table == RouteTableID.local
+                    && $0.network == a.address && $0.length == 32 && $0.interface == i }
+                key = max(key, local?.sequence ?? 0)
+                later.append((key, line + " dev \(word(iface.name))"))
             }
-            if (iface.kind == nil || isLo) && !iface.up { out.append("ip link set dev \(word(iface.name)) down") }
-            if iface.kind == nil && iface.up && iface.addresses.isEmpty { out.append("ip link set dev \(word(iface.name)) up") }
         }
-        var rendered: [Route] = []
         for r in routes where !r.isKernel {
-            // A second route in the same slot can only have come from `append`.
-            let verb = rendered.contains { $0.table == r.table && $0.network == r.network
+            // A route in a slot that an earlier route holds can only have come from `append`.
+            let verb = routes.contains { $0.sequence < r.sequence && $0.table == r.table && $0.network == r.network
                 && $0.length == r.length && $0.metric == r.metric } ? "append" : "add"
-            out.append("ip route \(verb) " + routeText(r, command: true))
-            rendered.append(r)
+            later.append((r.sequence, "ip route \(verb) " + routeText(r, command: true)))
+        }
+        // A stable sort: addresses of one link keep their order.
+        out += later.enumerated().sorted { ($0.element.key, $0.offset) < ($1.element.key, $1.offset) }.map(\.element.line)
+        for (i, iface) in interfaces.enumerated() where (iface.kind == nil || i == 0) && !iface.up {
+            out.append("ip link set dev \(word(iface.name)) down")
         }
         for rule in rules where !rule.isDefault { out.append("ip rule add " + ruleText(rule)) }
         out.append("sysctl net.ipv4.ip_forward=\(ipForward ? 1 : 0)")

@@ -233,6 +233,49 @@ final class NetworkModelParseTests: XCTestCase {
         XCTAssertEqual(again.rules, m.rules)
     }
 
+    /// Found by Fuzz/FuzzNetModel: render() wrote every address before the routes added by
+    /// hand, so a route added before an address whose connected route shares its slot came back
+    /// as `ip route add` into an occupied slot ("already exists"), and the kernel routes of one
+    /// address on two links came back in another order. It now replays addresses and routes in
+    /// the order they were added. The first model is the fuzzer's input, cut to what matters.
+    func testRenderKeepsTheOrderOfAddressesAndRoutes() {
+        for text in [
+            """
+            # Two ui\u{FFFD}on's mark to uplinser
+            ip route add 192.168.1.0/24 dev dthoo.
+            ip addr add 203.0.113.1/24 dev eth0
+            ip addr add 192.168.1.1/24 dev eth1
+            ip addr add 192.0.2.1/27 dev eth2
+            ip route add default via 203.0.113.254 # deforward=1
+            """,
+            """
+            ip link add veth9 type dummy
+            ip addr add 203.0.113.5/24 dev eth5
+            ip addr add 203.0.113.5/24 dev veth9
+            ip link set veth9 up
+            ip addr add 198.51.100.1/24 dev eth5
+            ip route append 198.51.100.0/24 dev veth9
+            """,
+        ] {
+            let m = parse(text)
+            guard let again = try? NetworkModel.parse(m.render(), file: "rendered") else {
+                XCTFail("the rendering does not parse:\n\(m.render())")
+                continue
+            }
+            XCTAssertEqual(again.render(), m.render())
+            XCTAssertEqual(again.renderRoutes(), m.renderRoutes())
+            XCTAssertEqual(again.interfaces, m.interfaces)
+            for d in ["192.168.1.7", "203.0.113.5", "198.51.100.9"] {
+                XCTAssertEqual(again.route(destination: a(d), inputInterface: 1), m.route(destination: a(d), inputInterface: 1), d)
+            }
+        }
+        // The route added first keeps the slot: 192.168.1.0/24 still leaves by dthoo.
+        let m = parse("ip route add 192.168.1.0/24 dev dthoo.\nip addr add 192.168.1.1/24 dev eth1")
+        let again = parse(m.render())
+        XCTAssertEqual(again.route(destination: a("192.168.1.7")),
+                       again.interfaceIndex(named: "dthoo.").map { .unicast(interface: $0, gateway: nil) })
+    }
+
     func testLoadMissingFile() {
         XCTAssertThrowsError(try NetworkModel.load(path: "/nonexistent/net.conf")) { error in
             XCTAssertEqual("\(error)", "/nonexistent/net.conf:0:0: cannot read network model file '/nonexistent/net.conf'")
