@@ -26,17 +26,32 @@ extension NetworkModel {
                 if a.scope != defaultScope { line += " scope \(scopeName(a.scope))" }
                 if let l = a.label { line += " label \(word(l))" }
                 // When it was added: the local route it made (never removed; shared by a second
-                // address with the same local address, which came later on the same link).
+                // address with the same local address, which came later on the same link), or the
+                // route that replaced it, which kept its place.
                 let local = routes.first { $0.isKernel && $0.type == .local && $0.table == RouteTableID.local
                     && $0.network == a.address && $0.length == 32 && $0.interface == i }
+                    ?? routes.filter { $0.table == RouteTableID.local && $0.network == a.address && $0.length == 32
+                        && $0.metric == 0 }.min { $0.sequence < $1.sequence }
                 key = max(key, local?.sequence ?? 0)
                 later.append((key, line + " dev \(word(iface.name))"))
             }
         }
         for r in routes where !r.isKernel {
             // A route in a slot that an earlier route holds can only have come from `append`.
-            let verb = routes.contains { $0.sequence < r.sequence && $0.table == r.table && $0.network == r.network
-                && $0.length == r.length && $0.metric == r.metric } ? "append" : "add"
+            let held = routes.contains { $0.sequence < r.sequence && $0.table == r.table && $0.network == r.network
+                && $0.length == r.length && $0.metric == r.metric }
+            // One that took the slot of a route the kernel derives from an address (`ip route
+            // replace`) is written as a replace: the address, replayed first, makes that route again.
+            let kernelSlot = r.metric == 0 && interfaces.contains { $0.addresses.contains { a in
+                let subnet = a.length == r.length && a.address & a.mask == r.network
+                switch r.table {
+                case RouteTableID.main: return subnet
+                case RouteTableID.local:
+                    return subnet || r.length == 32 && [a.address, a.broadcast, a.address | ~a.mask].contains(r.network)
+                default: return false
+                }
+            } }
+            let verb = held ? "append" : kernelSlot ? "replace" : "add"
             later.append((r.sequence, "ip route \(verb) " + routeText(r, command: true)))
         }
         // A stable sort: addresses of one link keep their order.

@@ -256,6 +256,13 @@ final class NetworkModelParseTests: XCTestCase {
             ip addr add 198.51.100.1/24 dev eth5
             ip route append 198.51.100.0/24 dev veth9
             """,
+            // A route that replaced the connected route of an address.
+            """
+            ip addr add 192.168.1.1/24 dev eth0
+            ip route replace 192.168.1.0/24 dev eth1
+            ip addr add 203.0.113.1/24 dev eth1
+            ip route replace local 203.0.113.1 dev eth0
+            """,
         ] {
             let m = parse(text)
             guard let again = try? NetworkModel.parse(m.render(), file: "rendered") else {
