@@ -36,10 +36,15 @@ extension NetworkModel {
                 later.append((key, line + " dev \(word(iface.name))"))
             }
         }
+        // The first route of each slot (table, network, length, metric).
+        var firstInSlot: [[UInt32]: Int] = [:]
+        for r in routes {
+            let slot = [r.table, r.network, UInt32(r.length), r.metric]
+            firstInSlot[slot] = min(firstInSlot[slot] ?? .max, r.sequence)
+        }
         for r in routes where !r.isKernel {
             // A route in a slot that an earlier route holds can only have come from `append`.
-            let held = routes.contains { $0.sequence < r.sequence && $0.table == r.table && $0.network == r.network
-                && $0.length == r.length && $0.metric == r.metric }
+            let held = firstInSlot[[r.table, r.network, UInt32(r.length), r.metric]]! < r.sequence
             // One that took the slot of a route the kernel derives from an address (`ip route
             // replace`) is written as a replace: the address, replayed first, makes that route again.
             let kernelSlot = r.metric == 0 && interfaces.contains { $0.addresses.contains { a in
