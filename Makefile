@@ -5,7 +5,7 @@ SWIFT ?= swift
 APT_PACKAGES := pkg-config libpcap-dev libnetfilter-queue-dev libnfnetlink-dev libmnl-dev iptables nftables iproute2 procps tcpreplay tcpdump ethtool ipset iputils-ping
 DEMO_OUT ?= out/demo
 
-.PHONY: deps build release demo test captures bench bench-inline sweep clean
+.PHONY: deps build release demo test captures bench bench-inline sweep fuzz sanitize clean
 
 deps:
 	@missing=""; \
@@ -50,5 +50,29 @@ sweep: deps
 bench-inline: deps
 	bash Benchmarks/inline/bench-inline.sh
 
+# libFuzzer targets (package Fuzz/, built with -sanitize=fuzzer,address): the wire parser, the
+# capture reader, the rule parsers, the network-model parser; FUZZ_SECONDS each (default 60).
+# Fails on a crash, a hang, a leak. Crashing inputs: Fuzz/.build/fuzz/artifacts/TARGET/.
+# python3 (Fuzz/seeds.py) cuts the captures into FuzzWire's seed frames.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(APT_PACKAGES) python3"
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash Fuzz/fuzz.sh
+
+# The test suite once under AddressSanitizer (.build-asan) and once under ThreadSanitizer
+# (.build-tsan). Slow (each a full build; the ASan run about 12 minutes, TSan longer, on two
+# cores); not part of CI. SANITIZE_TEST_ARGS is passed to `swift test` (e.g. --skip ClassBench).
+# LeakSanitizer is off by default here: at exit it reports only allocations of XCTest (test-case
+# objects it keeps in cycles, with what their properties hold) and swift-foundation
+# (Data(contentsOf:), Process.run); SANITIZE_LEAKS=1 shows them. The fuzz targets check leaks
+# in the parsers per input.
+SANITIZE_TEST_ARGS ?=
+SANITIZE_LEAKS ?= 0
+sanitize: deps
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=address --scratch-path .build-asan
+	ASAN_OPTIONS=detect_leaks=$(SANITIZE_LEAKS) $(SWIFT) test --skip-build --scratch-path .build-asan $(SANITIZE_TEST_ARGS)
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan
+	$(SWIFT) test --skip-build --scratch-path .build-tsan $(SANITIZE_TEST_ARGS)
+
 clean:
-	rm -rf .build out
+	rm -rf .build .build-asan .build-tsan Fuzz/.build out

@@ -184,11 +184,30 @@ struct Builder {
         }
     }
 
-    mutating func interface(_ arg: Arg) -> InterfaceID {
+    mutating func interface(_ arg: Arg) throws(Diagnostic) -> InterfaceID {
         if let i = interfaces.firstIndex(where: { $0.name == arg.text }) { return i }
+        try checkInterfaceName(arg)
         interfaces.append(Interface(name: arg.text, up: true, kind: nil, addresses: []))
         cachedIndex = nil
         return interfaces.count - 1
+    }
+
+    /// The kernel's dev_valid_name: 1 to 15 bytes, not "." or "..", no '/', ':' or white space
+    /// (here any Unicode white space or line break: a model file is split at line breaks).
+    func checkInterfaceName(_ arg: Arg) throws(Diagnostic) {
+        let n = arg.text
+        guard n.utf8.count <= 15, !n.isEmpty, n != ".", n != "..",
+              !n.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) else {
+            throw Diagnostic(file: file, line: arg.line, column: arg.column,
+                             message: "invalid interface name '\(n)' (1 to 15 bytes, no '/', ':' or white space)")
+        }
+    }
+
+    /// A label or link kind: one word (no white space or line break), as `ip` prints it.
+    func checkWord(_ arg: Arg, _ what: String) throws(Diagnostic) {
+        guard !arg.text.isEmpty, !arg.text.contains(where: \.isWhitespace) else {
+            throw Diagnostic(file: file, line: arg.line, column: arg.column, message: "invalid \(what) '\(arg.text)'")
+        }
     }
 
     func prefix(_ args: Args, _ t: Arg) throws(Diagnostic) -> IPv4Prefix {
@@ -260,7 +279,8 @@ struct Builder {
         if let label, !label.text.hasPrefix(dev.text) {
             throw args.error(label, "label '\(label.text)' must begin with the interface name '\(dev.text)'")
         }
-        let i = interface(dev)
+        if let label { try checkWord(label, "label") }
+        let i = try interface(dev)
         let a = pfx.address.value
         // inet_insert_ifa: same local address and mask is a duplicate; same subnet makes it secondary.
         if interfaces[i].addresses.contains(where: { $0.address == a && $0.length == pfx.length }) {
@@ -333,6 +353,8 @@ struct Builder {
         if interfaces.contains(where: { $0.name == name.text }) {
             throw args.error(name, "interface '\(name.text)' already exists")
         }
+        try checkInterfaceName(name)
+        if let kind { try checkWord(kind, "link type") }
         // A new link starts down, as in the kernel.
         interfaces.append(Interface(name: name.text, up: false, kind: kind?.text ?? "dummy", addresses: []))
     }
@@ -351,7 +373,7 @@ struct Builder {
         }
         guard let name else { throw args.error(verb, "ip link set needs an interface") }
         guard let state else { throw args.error(verb, "ip link set needs 'up' or 'down'") }
-        let i = interface(name)
+        let i = try interface(name)
         guard interfaces[i].up != state else { return }
         interfaces[i].up = state
         cachedIndex = nil
@@ -425,7 +447,7 @@ struct Builder {
         let table = tableID ?? (type == .local ? RouteTableID.local : RouteTableID.main)
         var device: InterfaceID?
         if let dev {
-            device = interface(dev)
+            device = try interface(dev)
             guard interfaces[device!].up else { throw args.error(dev, "interface '\(dev.text)' is down") }
         }
         let needsDevice = type == .unicast || type == .local || type == .broadcast

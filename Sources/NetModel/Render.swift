@@ -1,36 +1,68 @@
 import Wire
 
 extension NetworkModel {
-    /// The model as commands that `parse` turns back into the same model: links and addresses in
-    /// interface order, then the routes added by hand, the rules other than the kernel's three,
-    /// and ip_forward. Routes the kernel derives from addresses are not repeated (see
-    /// `renderRoutes` for every table).
+    /// The model as commands that `parse` turns back into the same model: the links in interface
+    /// order, then the addresses and the routes added by hand in the order they were added
+    /// (routes in one slot are tried in that order, and a route added before an address whose
+    /// connected route shares its slot came first), links set down, the rules other than the
+    /// kernel's three, and ip_forward. Routes the kernel derives from addresses are not
+    /// repeated (see `renderRoutes` for every table).
     public func render() -> String {
         var out: [String] = []
+        var later: [(key: Int, line: String)] = []
         for (i, iface) in interfaces.enumerated() {
             let isLo = i == 0
             if let kind = iface.kind, !isLo {
-                out.append("ip link add \(iface.name) type \(kind)")
-                if iface.up { out.append("ip link set \(iface.name) up") }
+                out.append("ip link add name \(word(iface.name)) type \(word(kind))")
+                if iface.up { out.append("ip link set dev \(word(iface.name)) up") }
+            } else if !isLo {
+                out.append("ip link set dev \(word(iface.name)) up")  // declared here, in interface order
             }
+            var key = 0
             for (n, a) in iface.addresses.enumerated() where !(isLo && n == 0) {
                 var line = "ip addr add \(ip(a.address))/\(a.length)"
                 if let b = a.broadcast { line += " brd \(ip(b))" }
                 let defaultScope = a.address >> 24 == 127 ? RouteScope.host : RouteScope.universe
                 if a.scope != defaultScope { line += " scope \(scopeName(a.scope))" }
-                if let l = a.label { line += " label \(l)" }
-                out.append(line + " dev \(iface.name)")
+                if let l = a.label { line += " label \(word(l))" }
+                // When it was added: the local route it made (never removed; shared by a second
+                // address with the same local address, which came later on the same link), or the
+                // route that replaced it, which kept its place.
+                let local = routes.first { $0.isKernel && $0.type == .local && $0.table == RouteTableID.local
+                    && $0.network == a.address && $0.length == 32 && $0.interface == i }
+                    ?? routes.filter { $0.table == RouteTableID.local && $0.network == a.address && $0.length == 32
+                        && $0.metric == 0 }.min { $0.sequence < $1.sequence }
+                key = max(key, local?.sequence ?? 0)
+                later.append((key, line + " dev \(word(iface.name))"))
             }
-            if (iface.kind == nil || isLo) && !iface.up { out.append("ip link set \(iface.name) down") }
-            if iface.kind == nil && iface.up && iface.addresses.isEmpty { out.append("ip link set \(iface.name) up") }
         }
-        var rendered: [Route] = []
+        // The first route of each slot (table, network, length, metric).
+        var firstInSlot: [[UInt32]: Int] = [:]
+        for r in routes {
+            let slot = [r.table, r.network, UInt32(r.length), r.metric]
+            firstInSlot[slot] = min(firstInSlot[slot] ?? .max, r.sequence)
+        }
         for r in routes where !r.isKernel {
-            // A second route in the same slot can only have come from `append`.
-            let verb = rendered.contains { $0.table == r.table && $0.network == r.network
-                && $0.length == r.length && $0.metric == r.metric } ? "append" : "add"
-            out.append("ip route \(verb) " + routeText(r, command: true))
-            rendered.append(r)
+            // A route in a slot that an earlier route holds can only have come from `append`.
+            let held = firstInSlot[[r.table, r.network, UInt32(r.length), r.metric]]! < r.sequence
+            // One that took the slot of a route the kernel derives from an address (`ip route
+            // replace`) is written as a replace: the address, replayed first, makes that route again.
+            let kernelSlot = r.metric == 0 && interfaces.contains { $0.addresses.contains { a in
+                let subnet = a.length == r.length && a.address & a.mask == r.network
+                switch r.table {
+                case RouteTableID.main: return subnet
+                case RouteTableID.local:
+                    return subnet || r.length == 32 && [a.address, a.broadcast, a.address | ~a.mask].contains(r.network)
+                default: return false
+                }
+            } }
+            let verb = held ? "append" : kernelSlot ? "replace" : "add"
+            later.append((r.sequence, "ip route \(verb) " + routeText(r, command: true)))
+        }
+        // A stable sort: addresses of one link keep their order.
+        out += later.enumerated().sorted { ($0.element.key, $0.offset) < ($1.element.key, $1.offset) }.map(\.element.line)
+        for (i, iface) in interfaces.enumerated() where (iface.kind == nil || i == 0) && !iface.up {
+            out.append("ip link set dev \(word(iface.name)) down")
         }
         for rule in rules where !rule.isDefault { out.append("ip rule add " + ruleText(rule)) }
         out.append("sysctl net.ipv4.ip_forward=\(ipForward ? 1 : 0)")
@@ -53,7 +85,7 @@ extension NetworkModel {
         if r.type != .unicast { parts.append(r.type.keyword) }
         parts.append(r.length == 0 ? "default" : r.length == 32 ? ip(r.network) : "\(ip(r.network))/\(r.length)")
         if let g = r.gateway { parts.append("via \(ip(g))") }
-        if let d = r.interface { parts.append("dev \(interfaces[d].name)") }
+        if let d = r.interface { parts.append("dev \(command ? word(interfaces[d].name) : interfaces[d].name)") }
         let defaultTable = r.type == .local ? RouteTableID.local : RouteTableID.main
         if r.table != defaultTable || (!command && r.table != RouteTableID.main) { parts.append("table \(tableName(r.table))") }
         if r.proto != RouteProto.boot || !command {
@@ -81,8 +113,10 @@ extension NetworkModel {
         if rule.markMask != 0 {
             parts.append("fwmark " + hex(rule.mark) + (rule.markMask == 0xFFFF_FFFF ? "" : "/" + hex(rule.markMask)))
         }
-        if let i = rule.inputInterface { parts.append("iif \(interfaces[i].name)") }
-        if let o = rule.outputInterface { parts.append("oif \(interfaces[o].name)") }
+        // showPriority: the `ip rule add` form that parse reads back (names quoted when needed).
+        let name = { (i: InterfaceID) in showPriority ? word(self.interfaces[i].name) : self.interfaces[i].name }
+        if let i = rule.inputInterface { parts.append("iif \(name(i))") }
+        if let o = rule.outputInterface { parts.append("oif \(name(o))") }
         if rule.tos != 0 { parts.append("tos " + hex(UInt32(rule.tos))) }
         switch rule.action {
         case .lookup(let t): parts.append("lookup \(tableName(t))")
@@ -105,4 +139,16 @@ private func scopeName(_ s: UInt8) -> String {
     case RouteScope.nowhere: "nowhere"
     default: String(s)
     }
+}
+
+/// A name as one token for `parse`: in double quotes when it holds a quote or a backslash or
+/// starts a comment (names, labels and kinds hold no white space; the parser refuses it).
+func word(_ s: String) -> String {
+    guard s.isEmpty || s.hasPrefix("#") || s.contains(where: { $0 == "\"" || $0 == "'" || $0 == "\\" }) else { return s }
+    var out = "\""
+    for c in s {
+        if c == "\"" || c == "\\" { out.append("\\") }
+        out.append(c)
+    }
+    return out + "\""
 }

@@ -188,6 +188,101 @@ final class NetworkModelParseTests: XCTestCase {
         XCTAssertEqual("\(m)", m.render())
     }
 
+    /// Found by Fuzz/FuzzNetModel: a quoted interface name with a space parsed, and render()
+    /// wrote it unquoted, so its own text did not parse back. The kernel refuses such names
+    /// (dev_valid_name), and so does the parser now. The fuzzer's input, as it was.
+    func testInterfaceNamesTheKernelRefuses() {
+        let fuzzed: [UInt8] = Array("# th\"22 \"22too.\nip link add 203.0.113.ou".utf8) + [0x90]
+            + Array("us\"22 \"22too.\nip link add 203.0.113.ou".utf8) + [0x90] + Array("usaee".utf8) + [0x9B, 0x0A]
+        XCTAssertEqual(parseError(String(decoding: fuzzed, as: UTF8.self)),
+                       "net.conf:2:13: invalid interface name '203.0.113.ou\u{FFFD}us22 22too.' (1 to 15 bytes, no '/', ':' or white space)")
+        XCTAssertEqual(parseError("ip link add 'a b' type dummy"),
+                       "net.conf:1:13: invalid interface name 'a b' (1 to 15 bytes, no '/', ':' or white space)")
+        XCTAssertEqual(parseError("ip addr add 10.0.0.1/24 dev eth0/1"),
+                       "net.conf:1:29: invalid interface name 'eth0/1' (1 to 15 bytes, no '/', ':' or white space)")
+        XCTAssertEqual(parseError("ip route add 10.0.0.0/8 dev eth0:1"),
+                       "net.conf:1:29: invalid interface name 'eth0:1' (1 to 15 bytes, no '/', ':' or white space)")
+        XCTAssertEqual(parseError("ip link set 0123456789abcdef up"),
+                       "net.conf:1:13: invalid interface name '0123456789abcdef' (1 to 15 bytes, no '/', ':' or white space)")
+        XCTAssertEqual(parseError("ip rule add iif '' lookup 7"),
+                       "net.conf:1:17: invalid interface name '' (1 to 15 bytes, no '/', ':' or white space)")
+        XCTAssertEqual(parseError("ip addr add 10.0.0.1/24 label 'eth0 x' dev eth0"), "net.conf:1:31: invalid label 'eth0 x'")
+        XCTAssertEqual(parseError("ip link add br0 type 'a b'"), "net.conf:1:22: invalid link type 'a b'")
+        // 15 bytes is the longest name.
+        XCTAssertNotNil(parse("ip link set 0123456789abcde up").interfaceIndex(named: "0123456789abcde"))
+    }
+
+    /// Names the kernel accepts that are not plain words for the parser (quotes, a leading '#',
+    /// an `ip link` keyword) are written so that the rendering parses back to the same model.
+    func testRenderQuotesNames() {
+        let text = """
+            ip link add name '#x' type dummy
+            ip link set dev '#x' up
+            ip addr add 10.0.0.1/24 dev 'a"b\\c'
+            ip route add 10.1.0.0/16 dev up
+            ip link add name type type dummy
+            ip link set dev down down
+            ip rule add iif "it's" lookup 7
+            """
+        let m = parse(text)
+        XCTAssertEqual(m.interfaces.map(\.name), ["lo", "#x", "a\"b\\c", "up", "type", "down", "it's"])
+        let again = parse(m.render())
+        XCTAssertEqual(again.render(), m.render())
+        XCTAssertEqual(again.renderRoutes(), m.renderRoutes())
+        XCTAssertEqual(again.interfaces, m.interfaces)
+        XCTAssertEqual(again.rules, m.rules)
+    }
+
+    /// Found by Fuzz/FuzzNetModel: render() wrote every address before the routes added by
+    /// hand, so a route added before an address whose connected route shares its slot came back
+    /// as `ip route add` into an occupied slot ("already exists"), and the kernel routes of one
+    /// address on two links came back in another order. It now replays addresses and routes in
+    /// the order they were added. The first model is the fuzzer's input, cut to what matters.
+    func testRenderKeepsTheOrderOfAddressesAndRoutes() {
+        for text in [
+            """
+            # Two ui\u{FFFD}on's mark to uplinser
+            ip route add 192.168.1.0/24 dev dthoo.
+            ip addr add 203.0.113.1/24 dev eth0
+            ip addr add 192.168.1.1/24 dev eth1
+            ip addr add 192.0.2.1/27 dev eth2
+            ip route add default via 203.0.113.254 # deforward=1
+            """,
+            """
+            ip link add veth9 type dummy
+            ip addr add 203.0.113.5/24 dev eth5
+            ip addr add 203.0.113.5/24 dev veth9
+            ip link set veth9 up
+            ip addr add 198.51.100.1/24 dev eth5
+            ip route append 198.51.100.0/24 dev veth9
+            """,
+            // A route that replaced the connected route of an address.
+            """
+            ip addr add 192.168.1.1/24 dev eth0
+            ip route replace 192.168.1.0/24 dev eth1
+            ip addr add 203.0.113.1/24 dev eth1
+            ip route replace local 203.0.113.1 dev eth0
+            """,
+        ] {
+            let m = parse(text)
+            guard let again = try? NetworkModel.parse(m.render(), file: "rendered") else {
+                XCTFail("the rendering does not parse:\n\(m.render())")
+                continue
+            }
+            XCTAssertEqual(again.render(), m.render())
+            XCTAssertEqual(again.renderRoutes(), m.renderRoutes())
+            XCTAssertEqual(again.interfaces, m.interfaces)
+            for d in ["192.168.1.7", "203.0.113.5", "198.51.100.9"] {
+                XCTAssertEqual(again.route(destination: a(d), inputInterface: 1), m.route(destination: a(d), inputInterface: 1), d)
+            }
+        }
+        // The route added first keeps the slot: 192.168.1.0/24 still leaves by dthoo.
+        let m = parse("ip route add 192.168.1.0/24 dev dthoo.\nip addr add 192.168.1.1/24 dev eth1")
+        let again = parse(m.render())
+        XCTAssertEqual(again.route(destination: a("192.168.1.7")),
+                       again.interfaceIndex(named: "dthoo.").map { .unicast(interface: $0, gateway: nil) })
+    }
+
     func testLoadMissingFile() {
         XCTAssertThrowsError(try NetworkModel.load(path: "/nonexistent/net.conf")) { error in
             XCTAssertEqual("\(error)", "/nonexistent/net.conf:0:0: cannot read network model file '/nonexistent/net.conf'")
