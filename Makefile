@@ -2,7 +2,7 @@
 # Both install the Debian packages they need when missing (as root, or with sudo).
 
 SWIFT ?= swift
-APT_PACKAGES := pkg-config libpcap-dev libnetfilter-queue-dev libnfnetlink-dev libmnl-dev iptables nftables iproute2 procps tcpreplay tcpdump ethtool ipset iputils-ping
+APT_PACKAGES := pkg-config libpcap-dev libnetfilter-queue-dev libnfnetlink-dev libmnl-dev iptables nftables iproute2 procps tcpreplay tcpdump ethtool ipset iputils-ping python3
 DEMO_OUT ?= out/demo
 
 .PHONY: deps build release demo test captures bench bench-inline sweep fuzz sanitize clean
@@ -56,7 +56,7 @@ bench-inline: deps
 # python3 (Fuzz/seeds.py) cuts the captures into FuzzWire's seed frames.
 FUZZ_SECONDS ?= 60
 fuzz:
-	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(APT_PACKAGES) python3"
+	@$(MAKE) --no-print-directory deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash Fuzz/fuzz.sh
 
 # The test suite once under AddressSanitizer (.build-asan) and once under ThreadSanitizer
