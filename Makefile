@@ -69,9 +69,9 @@ fuzz:
 SANITIZE_TEST_ARGS ?=
 SANITIZE_LEAKS ?= 0
 sanitize: deps
-	$(SWIFT) build --build-tests -Xswiftc -sanitize=address --scratch-path .build-asan
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=address -Xcc -DSLUICE_NO_MALLOC_COUNTER --scratch-path .build-asan
 	ASAN_OPTIONS=detect_leaks=$(SANITIZE_LEAKS) $(SWIFT) test --skip-build --scratch-path .build-asan $(SANITIZE_TEST_ARGS)
-	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread -Xcc -DSLUICE_NO_MALLOC_COUNTER --scratch-path .build-tsan
 	$(SWIFT) test --skip-build --scratch-path .build-tsan $(SANITIZE_TEST_ARGS)
 
 clean:

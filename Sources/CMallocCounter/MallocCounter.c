@@ -6,7 +6,14 @@
 #include <stddef.h>
 #include <unistd.h>
 
-#if defined(__linux__) && defined(__GLIBC__)
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+// Under a sanitizer the allocator is the sanitizer's: wrappers over glibc's would free its
+// blocks with glibc (TSan: SEGV in cfree at start-up). `make sanitize` defines
+// SLUICE_NO_MALLOC_COUNTER; the bench then reports mallocs_per_packet as null.
+#if defined(__linux__) && defined(__GLIBC__) && !defined(SLUICE_NO_MALLOC_COUNTER) \
+    && !__has_feature(address_sanitizer) && !__has_feature(thread_sanitizer)
 
 // glibc's allocator under its internal names (exported by libc.so.6 on every glibc release).
 extern void *__libc_malloc(size_t size);
@@ -75,6 +82,7 @@ void *valloc(size_t size) {
 void sluice_malloc_counting(int on) { atomic_store_explicit(&counting, on ? 1 : 0, memory_order_relaxed); }
 uint64_t sluice_malloc_count(void) { return atomic_load_explicit(&allocations, memory_order_relaxed); }
 uint64_t sluice_free_count(void) { return atomic_load_explicit(&frees, memory_order_relaxed); }
+int sluice_malloc_counter_compiled(void) { return 1; }
 
 
 #else
@@ -83,5 +91,6 @@ uint64_t sluice_free_count(void) { return atomic_load_explicit(&frees, memory_or
 void sluice_malloc_counting(int on) { (void)on; }
 uint64_t sluice_malloc_count(void) { return 0; }
 uint64_t sluice_free_count(void) { return 0; }
+int sluice_malloc_counter_compiled(void) { return 0; }
 
 #endif

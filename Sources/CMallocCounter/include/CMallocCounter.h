@@ -26,6 +26,9 @@ void sluice_malloc_counting(int on);
 uint64_t sluice_malloc_count(void);
 /// free() calls with a non-null pointer counted since the process started.
 uint64_t sluice_free_count(void);
+/// 1 when the wrappers are compiled in; 0 without glibc or in a sanitizer build
+/// (SLUICE_NO_MALLOC_COUNTER, `make sanitize`), where the sanitizer owns the allocator.
+int sluice_malloc_counter_compiled(void);
 
 #ifdef __cplusplus
 }
