@@ -24,6 +24,8 @@ public struct CompiledChain: Sendable {
     public static let collisionLimit = 16
     /// Packets staged together by `firstMatches`.
     public static let burstStage = 16
+    /// Packets `firstMatches` walks down the cut tree together.
+    public static let treeBurst = 16
     /// Chains with at least this many rules stage `firstMatches` bursts. Below it the chain's
     /// arrays sit in L2/L3 and the staging loads only add work (acl1_10k: 287-295 ns per packet
     /// staged against 247-259 unstaged; acl1_100k: 364 against 530-535, same processes).
@@ -44,6 +46,10 @@ public struct CompiledChain: Sendable {
     @usableFromInline var layout = FilterLayout()
     /// `firstMatches` stages its bursts (big chains only, see `burstStageRules`).
     @usableFromInline var stagedBursts = false
+    /// The cut tree (see `CutTree`), answering for every packet but a truncated first fragment;
+    /// empty (`hasTree` false) for scanned chains and when its build exceeds the budget.
+    @usableFromInline var tree = CutTree()
+    @usableFromInline var hasTree = false
 
     /// Where each region of `filter` starts (in words) and how it is indexed.
     @usableFromInline
@@ -134,8 +140,10 @@ public struct CompiledChain: Sendable {
     }
 
     /// The tuning knobs, for tests and experiments (`mergeSlack` 0: one table per exact tuple).
+    /// `tree` false: tuple tables only; `treeBudget`: nodes + entries the cut tree may use.
     public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int,
-                burstStageRules: Int = CompiledChain.burstStageRules) {
+                burstStageRules: Int = CompiledChain.burstStageRules, tree useTree: Bool = true,
+                treeBudget: Int? = nil) {
         self.rules = rules
         tables = []
         slots = []
@@ -143,7 +151,27 @@ public struct CompiledChain: Sendable {
         guard rules.count >= max(linearBelow, 1) else { return }
         build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
         buildPrefilter(pairFilterKeys: pairFilterKeys)
-        stagedBursts = layout.words > 0 && rules.count >= burstStageRules
+        if useTree, let t = CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count)) {
+            tree = t
+            hasTree = true
+        }
+        stagedBursts = !hasTree && layout.words > 0 && rules.count >= burstStageRules
+    }
+
+    /// Nodes + leaf entries a cut tree may take: 16 per rule plus a floor for small chains.
+    public static func treeBudget(_ rules: Int) -> Int { 16 * rules + 65_536 }
+
+    /// Whether the cut tree can answer for the packet: all but a first fragment too short for
+    /// its ports (a port rule may hotdrop it; the tree descends by ports it does not have).
+    @inlinable @inline(__always)
+    static func treeUsable(_ f: PacketFields) -> Bool { f.hasL4 || !f.l4Truncated || f.laterFragment }
+
+    /// Diagnostics: the cut tree's walk for `f` (nodes descended, leaf entries looked at).
+    public func treeWalk(_ f: PacketFields) -> (depth: Int, scanned: Int)? { hasTree ? tree.walk(f) : nil }
+
+    /// Whether the chain has a cut tree (see `CutTree`), and its shape.
+    public var treeSummary: (nodes: Int, entries: Int, leaves: Int, depth: Int, largestLeaf: Int)? {
+        hasTree ? (tree.nodes.count, tree.leafRules.count, tree.leaves, tree.depth, tree.largestLeaf) : nil
     }
 
     /// Number of hash tables (0 when the chain is scanned linearly).
@@ -152,7 +180,7 @@ public struct CompiledChain: Sendable {
     /// Bytes held by the compiled structure (not counting the rules themselves).
     public var structureBytes: Int {
         tables.count * MemoryLayout<TupleTable>.stride + slots.count * MemoryLayout<Slot>.stride
-            + entries.count * MemoryLayout<Entry>.stride + filter.count * MemoryLayout<UInt64>.stride
+            + entries.count * MemoryLayout<Entry>.stride + filter.count * MemoryLayout<UInt64>.stride + tree.bytes
     }
     /// The longest bucket (candidates a lookup may check in one table).
     public var longestBucket: Int { slots.reduce(0) { max($0, Int($1.count)) } }
@@ -378,6 +406,11 @@ public struct CompiledChain: Sendable {
         if tables.isEmpty { return LinearClassifier.firstMatch(rules, from: start, f) }
         if start >= rules.count { return nil }
         let from = Int32(clamping: max(start, 0))
+        // The tree descends by the ports: only a first fragment too short to hold them (a port
+        // rule may hotdrop it) needs the tables.
+        if hasTree && Self.treeUsable(f) {
+            return rules.withUnsafeBufferPointer { tree.firstMatch(from: from, f, $0) }
+        }
         let l = layout
         let words = l.words
         // The packet's rows, computed once.
@@ -463,6 +496,24 @@ public struct CompiledChain: Sendable {
     public func firstMatches(_ packets: UnsafeBufferPointer<PacketFields>,
                              into results: UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>) {
         precondition(results.count >= packets.count)
+        if hasTree {
+            rules.withUnsafeBufferPointer { rules in
+                var base = 0
+                while base < packets.count {
+                    let end = min(base &+ min(Self.treeBurst, 64), packets.count)
+                    tree.firstMatches(packets, base, end, results, rules, usable: Self.treeUsable)
+                    for i in base..<end where results[i].index == -2 {
+                        if let m = firstMatch(from: 0, packets[i]) {
+                            results[i] = (Int32(m.index), m.result)
+                        } else {
+                            results[i] = (-1, .noMatch)
+                        }
+                    }
+                    base = end
+                }
+            }
+            return
+        }
         var sink: UInt64 = 0
         var base = 0
         while base < packets.count {

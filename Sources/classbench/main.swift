@@ -116,12 +116,42 @@ for set in sets {
     let parsed = ContinuousClock.now - t0
     let t1 = ContinuousClock.now
     let env = ProcessInfo.processInfo.environment
-    let chain = env["CB_SLACK"] == nil && env["CB_LIMIT"] == nil ? CompiledChain(rules)
+    // CB_SLACK / CB_LIMIT: tuple-table knobs; CB_NOTREE: tuple tables only (no cut tree).
+    let chain = env["CB_SLACK"] == nil && env["CB_LIMIT"] == nil && env["CB_NOTREE"] == nil ? CompiledChain(rules)
         : CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: Int(env["CB_SLACK"] ?? "") ?? CompiledChain.mergeSlack,
-                        collisionLimit: Int(env["CB_LIMIT"] ?? "") ?? CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys)
+                        collisionLimit: Int(env["CB_LIMIT"] ?? "") ?? CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys,
+                        tree: env["CB_NOTREE"] == nil)
     let built = ContinuousClock.now - t1
+    if let t = chain.treeSummary {
+        print("# \(set): cut tree: \(t.nodes) nodes, \(t.entries) leaf entries, \(t.leaves) leaves, depth \(t.depth), largest leaf \(t.largestLeaf)")
+    } else {
+        print("# \(set): no cut tree")
+    }
     if ProcessInfo.processInfo.environment["CB_TABLES"] != nil { chain.tableSummary.forEach { print("  " + $0) } }
     let packets = loadTrace("\(traceDir)/\(set).trace")
+    if let mode = env["CB_CG"] {
+        // For cachegrind: one pass of single lookups ("single") or bursts ("burst"), nothing else.
+        var sink = 0
+        if mode == "burst" {
+            let fields = packets.map(\.f)
+            var out = [(index: Int32, result: MatchResult)](repeating: (-1, .noMatch), count: 64)
+            fields.withUnsafeBufferPointer { all in
+                out.withUnsafeMutableBufferPointer { res in
+                    var i = 0
+                    while i < all.count {
+                        let n = min(64, all.count - i)
+                        chain.firstMatches(UnsafeBufferPointer(rebasing: all[i..<(i + n)]), into: res)
+                        sink &+= Int(res[0].index)
+                        i += n
+                    }
+                }
+            }
+        } else {
+            for p in packets { sink &+= chain.firstMatch(from: 0, p.f)?.index ?? -1 }
+        }
+        print("\(set) cg \(mode) \(packets.count) \(sink)")
+        continue
+    }
     var mismatches = 0
     var compiledNs = 0.0, linearNs = 0.0, burstNs = 0.0
     var sink = 0
@@ -168,7 +198,14 @@ for set in sets {
         let st = chain.probeStats(p.f)
         cand += st.candidates; probed += st.probed; hits += st.hits; steps += st.steps; checked += st.checked
     }
+    var walkDepth = 0, walkScanned = 0
+    for p in packets.prefix(100_000) {
+        if let w = chain.treeWalk(p.f) { walkDepth += w.depth; walkScanned += w.scanned }
+    }
     let np = Double(max(1, min(100_000, packets.count)))
+    if chain.treeSummary != nil {
+        print("# \(set): cut tree walk: \(String(format: "%.2f", Double(walkDepth) / np)) nodes, \(String(format: "%.2f", Double(walkScanned) / np)) entries per lookup")
+    }
     let stats = [cand, probed, hits, steps, checked].map { String(format: "%.1f", Double($0) / np) }.joined(separator: "/")
     print("\(set)\t\(rules.count)\t\(String(format: "%.2f", seconds(parsed)))\t\(String(format: "%.1f", seconds(built) * 1000))\t\(chain.tableCount)\t\(chain.longestBucket)\t\(chain.structureBytes)\t\(rules.count * MemoryLayout<CompiledRule>.stride)\t\(packets.count)\t\(String(format: "%.1f", compiledNs))\t\(String(format: "%.2f", 1e3 / compiledNs))\t\(String(format: "%.1f", burstNs))\t\(String(format: "%.1f", linearNs))\t\(String(format: "%.3f", 1e3 / linearNs))\t\(min(linearLimit, packets.count))\t\(mismatches)\t\(stats)\t\(rssKB("VmHWM:"))" + (sink == 42 ? " " : ""))
 }

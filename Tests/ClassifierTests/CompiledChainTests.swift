@@ -157,13 +157,20 @@ final class CompiledChainTests: XCTestCase {
         let seed = Self.seed()
         print("CompiledChainTests.testDifferentialRandom: seed \(seed) (SLUICE_CLASSIFIER_SEED to replay)")
         var g = TestRNG(seed: seed)
-        var checks = 0, matched = 0, hotdrops = 0, compiledSets = 0
+        var checks = 0, matched = 0, hotdrops = 0, compiledSets = 0, treeSets = 0, tableOnlySets = 0
         for set in 0..<160 {
             let n = [0, 1, 5, 15, 16, 17, 40, 100, 300][set % 9] + (set % 9 > 3 ? g.below(20) : 0)
             let rules = Self.randomRules(&g, count: n)
-            // Every other set compiles even tiny chains into tables (the engine scans them).
-            let chain = set % 2 == 0 ? CompiledChain(rules) : CompiledChain(rules, linearBelow: 0)
+            // Every other set compiles even tiny chains (the engine scans them); every fourth
+            // uses the tuple tables alone (no cut tree).
+            let chain = switch set % 4 {
+            case 0, 2: CompiledChain(rules)
+            case 1: CompiledChain(rules, linearBelow: 0)
+            default: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack,
+                                   collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, tree: false)
+            }
             if chain.tableCount > 0 { compiledSets += 1 }
+            if chain.treeSummary != nil { treeSets += 1 } else if chain.tableCount > 0 { tableOnlySets += 1 }
             for _ in 0..<40 {
                 let f = Self.randomPacket(&g, rules)
                 for start in 0...(n + 1) {
@@ -176,11 +183,14 @@ final class CompiledChainTests: XCTestCase {
                 }
             }
         }
-        print("  \(checks) lookups (\(matched) matched, \(hotdrops) hotdrops), \(compiledSets) of 160 sets compiled into tables")
-        // The generator must actually exercise matches, hotdrops and the table path.
+        print("  \(checks) lookups (\(matched) matched, \(hotdrops) hotdrops), \(compiledSets) of 160 sets compiled "
+              + "(\(treeSets) with a cut tree, \(tableOnlySets) tuple tables only)")
+        // The generator must actually exercise matches, hotdrops, the tree and the table path.
         XCTAssertGreaterThan(matched, checks / 10)
         XCTAssertGreaterThan(hotdrops, 0)
         XCTAssertGreaterThan(compiledSets, 80)
+        XCTAssertGreaterThan(treeSets, 50)
+        XCTAssertGreaterThan(tableOnlySets, 20)
     }
 
     /// Many rules on the same few keys: long buckets (the binary search for `start`), and a
@@ -258,7 +268,7 @@ final class CompiledChainTests: XCTestCase {
                 ? CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: 16,
                                 pairFilterKeys: CompiledChain.pairFilterKeys, burstStageRules: 0)
                 : CompiledChain(rules)
-            XCTAssertEqual(chain.stagedBursts, set % 2 == 0 && chain.layout.words > 0)
+            XCTAssertEqual(chain.stagedBursts, set % 2 == 0 && chain.layout.words > 0 && !chain.hasTree)
             let packets = (0..<300).map { _ in Self.randomPacket(&g, rules) }
             var out = [(index: Int32, result: MatchResult)](repeating: (-7, .match), count: packets.count)
             packets.withUnsafeBufferPointer { all in
@@ -286,6 +296,74 @@ final class CompiledChainTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(matched, checked / 10)
+    }
+
+    /// The cut tree on the shapes it finds hard: a leaf that cannot be split (a hundred rules
+    /// with the same box, told apart by interfaces and fragments only), scanned from every
+    /// start; bursts of it (`firstMatches`' lock-step descent); and crossing wildcards past
+    /// the node budget, where the chain must fall back to its tuple tables and still answer
+    /// like the scan.
+    func testCutTreeLeavesBudgetAndBursts() {
+        let seed = Self.seed() &+ 5
+        print("CompiledChainTests.testCutTreeLeavesBudgetAndBursts: seed \(seed)")
+        var g = TestRNG(seed: seed)
+        var rules: [CompiledRule] = []
+        for i in 0..<300 {
+            var r = CompiledRule()
+            if i % 3 == 0 {   // the unsplittable group: one box, different interfaces
+                r.dstMask = ~0; r.dstNet = 0x0a00_0001; r.proto = 6
+                r.portsUsed = true; r.dportLo = 80; r.dportHi = 80
+                r.inAny = false; r.inMask = UInt64(1) << UInt64(i % 5); r.inInvert = i % 7 == 0
+                if i % 11 == 0 { r.fragment = 2 }
+            } else {
+                r.srcMask = Self.prefix(24 + g.below(9)); r.srcNet = (0xc0a8_0000 | UInt32(g.below(4096))) & r.srcMask
+                r.dstMask = Self.prefix(16 + g.below(17)); r.dstNet = (0x0a00_0000 | UInt32(g.below(65536))) & r.dstMask
+                if g.chance(70) { r.proto = [6, 17][g.below(2)] }
+                if r.proto != 0 && g.chance(60) { r.portsUsed = true; r.dportLo = UInt16(g.below(1024)); r.dportHi = r.dportLo &+ UInt16(g.below(8)) }
+            }
+            rules.append(r)
+        }
+        let chain = CompiledChain(rules)
+        guard let shape = chain.treeSummary else { return XCTFail("no cut tree for 300 separable rules") }
+        XCTAssertGreaterThanOrEqual(shape.largestLeaf, 100)
+        var packets: [PacketFields] = []
+        for _ in 0..<400 {
+            var f = Self.randomPacket(&g, rules)
+            if g.chance(40) { f.destination = 0x0a00_0001; f.proto = 6; f.destinationPort = 80 }
+            packets.append(f)
+            for start in 0...(rules.count + 1) {
+                guard check(rules, chain, f, start: start, seed: seed, set: 0) else { return }
+            }
+        }
+        var out = [(index: Int32, result: MatchResult)](repeating: (-7, .match), count: packets.count)
+        packets.withUnsafeBufferPointer { all in
+            out.withUnsafeMutableBufferPointer { chain.firstMatches(all, into: $0) }
+        }
+        for (k, f) in packets.enumerated() {
+            let lin = LinearClassifier.firstMatch(rules, from: 0, f)
+            XCTAssertEqual(Int(out[k].index), lin?.index ?? -1, "burst packet \(k)")
+            XCTAssertEqual(out[k].result, lin?.result ?? .noMatch, "burst packet \(k)")
+        }
+        // Crossing wildcards: sources fixed with destinations open and the reverse, every
+        // port range: a cut on any field copies half the rules. Over budget: no tree.
+        var crossing: [CompiledRule] = []
+        for i in 0..<2000 {
+            var r = CompiledRule()
+            if i % 2 == 0 { r.srcMask = ~0; r.srcNet = g.u32() } else { r.dstMask = ~0; r.dstNet = g.u32() }
+            r.proto = 6; r.portsUsed = true
+            r.sportLo = UInt16(g.below(60000)); r.sportHi = r.sportLo &+ UInt16(g.below(5000))
+            crossing.append(r)
+        }
+        let small = CompiledChain(crossing, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
+                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeBudget: 1000)
+        XCTAssertNil(small.treeSummary)
+        XCTAssertGreaterThan(small.tableCount, 0)
+        for _ in 0..<300 {
+            let f = Self.randomPacket(&g, crossing)
+            for start in stride(from: 0, through: crossing.count, by: 97) {
+                guard check(crossing, small, f, start: start, seed: seed, set: 1) else { return }
+            }
+        }
     }
 
     /// The branch-free rule check used for candidates gives exactly `matches`' answers.

@@ -1,0 +1,449 @@
+/// A decision tree over the five header fields (source, destination, source port, destination
+/// port, protocol) in the manner of HiCuts, with every cut a power-of-two split of an aligned
+/// range, so that descending one node is a shift and a mask of one field: no compare, no
+/// search. Leaves list, in ascending rule order, every rule whose box overlaps the leaf's
+/// region; a lookup descends to the packet's leaf and scans it from `start` (see
+/// docs/classifier.md, "The cut tree").
+///
+/// Sound by construction, like the tuple tables: a rule's box (`TreeEntry`) holds every packet
+/// the rule matches (inverted parts and non-contiguous masks widen it), a rule goes to every
+/// child whose region its box overlaps, so the packet's leaf holds every rule that can match
+/// it, and `CompiledRule.matchesBranchFree` decides each. The one thing a box cannot hold is a
+/// port rule's hotdrop of a first fragment too short for its ports (the packet has no ports to
+/// descend by): `CompiledChain` sends those packets to the tuple tables instead.
+///
+/// Building is bounded: `budget` caps nodes and leaf entries; a set that would replicate its
+/// rules past it (many wildcards crossing each other) gets no tree, and the chain keeps the
+/// tuple tables alone.
+@usableFromInline
+struct CutTree: Sendable {
+    /// Rules per leaf the build stops at.
+    static let leafLimit = 8
+    /// Per node, the children's rule lists (replicated rules counted once per child) plus the
+    /// child count may reach `spaceFactor` times the node's rules (HiCuts' `spfac`).
+    static let spaceFactor = 4
+    /// At most 2^`maxBits` children per node.
+    static let maxBits = 8
+    static let maxDepth = 32
+    /// Leaves are scanned this many entries at a time, without a branch per entry.
+    @usableFromInline static let group = 4
+
+    @usableFromInline
+    struct Node: Sendable {
+        /// Internal: index of the first child node (children are contiguous). Leaf: first entry.
+        @usableFromInline var base: UInt32
+        /// Leaf: `leafBit | count`. Internal: shift (bits 0-5) of key word 0 or 1 (`wordBit`)
+        /// and child mask (bits 16-29): child = (word >> shift) & mask (see `keys`).
+        @usableFromInline var info: UInt32
+        @usableFromInline static let leafBit: UInt32 = 1 << 31
+        @usableFromInline static let wordBit: UInt32 = 1 << 8
+    }
+
+    /// A rule's box in a leaf: everything the rule can match on the five fields.
+    @usableFromInline
+    struct TreeEntry: Sendable {
+        @usableFromInline var index: Int32
+        @usableFromInline var srcNet: UInt32, srcMask: UInt32
+        @usableFromInline var dstNet: UInt32, dstMask: UInt32
+        @usableFromInline var sportLo: UInt16, sportSpan: UInt16
+        @usableFromInline var dportLo: UInt16, dportSpan: UInt16
+        @usableFromInline var proto: UInt8, protoMask: UInt8
+        /// Bit 0 (`exact`): the box is the whole header match (no inversion, interface,
+        /// fragment flag or non-prefix mask), so a packet with ports in the box matches the rule
+        /// without loading it. Bit 1: the rule has ports (it never matches a packet without
+        /// an L4 header).
+        @usableFromInline var flags: UInt8
+
+        init(_ i: Int, _ r: CompiledRule) {
+            index = Int32(i)
+            let sp = r.portsUsed && !r.sportInvert, dp = r.portsUsed && !r.dportInvert
+            sportLo = sp ? r.sportLo : 0
+            sportSpan = sp ? r.sportHi &- r.sportLo : .max
+            dportLo = dp ? r.dportLo : 0
+            dportSpan = dp ? r.dportHi &- r.dportLo : .max
+            srcMask = r.srcInvert ? 0 : CompiledChain.prefixMask((~r.srcMask).leadingZeroBitCount)
+            srcNet = r.srcNet & srcMask
+            dstMask = r.dstInvert ? 0 : CompiledChain.prefixMask((~r.dstMask).leadingZeroBitCount)
+            dstNet = r.dstNet & dstMask
+            let exact = r.proto != 0 && !r.protoInvert
+            proto = exact ? r.proto : 0
+            protoMask = exact ? 0xff : 0
+            let prefixes = CompiledChain.prefixMask((~r.srcMask).leadingZeroBitCount) == r.srcMask
+                && CompiledChain.prefixMask((~r.dstMask).leadingZeroBitCount) == r.dstMask
+            let normal = r.srcNet & ~r.srcMask == 0 && r.dstNet & ~r.dstMask == 0
+                && (!r.portsUsed || (r.sportLo <= r.sportHi && r.dportLo <= r.dportHi))
+            let whole = !r.srcInvert && !r.dstInvert && prefixes && normal && !r.protoInvert && r.inAny && r.outAny
+                && r.fragment == 0 && !(r.portsUsed && (r.sportInvert || r.dportInvert))
+            flags = (whole ? 1 : 0) | (r.portsUsed ? 2 : 0)
+        }
+
+        /// A box no packet is in (protocol bits under an empty mask must equal 1): pads leaves
+        /// to whole groups. Its index sorts after every rule.
+        static let never: TreeEntry = {
+            var e = TreeEntry(0, CompiledRule())
+            e.index = .max
+            e.proto = 1
+            e.protoMask = 0
+            e.flags = 0
+            return e
+        }()
+
+        /// The box as inclusive ranges per field (source, destination, ports, protocol).
+        func range(_ d: Int) -> (lo: UInt32, hi: UInt32) {
+            switch d {
+            case 0: return (srcNet, srcNet | ~srcMask)
+            case 1: return (dstNet, dstNet | ~dstMask)
+            case 2: return (UInt32(sportLo), UInt32(sportLo) + UInt32(sportSpan))
+            case 3: return (UInt32(dportLo), UInt32(dportLo) + UInt32(dportSpan))
+            default: return protoMask == 0 ? (0, 255) : (UInt32(proto), UInt32(proto))
+            }
+        }
+
+        /// The packet is in the box. Branch-free.
+        @inlinable @inline(__always)
+        func contains(_ f: PacketFields) -> Bool {
+            @inline(__always) func bit(_ b: Bool) -> UInt8 { unsafeBitCast(b, to: UInt8.self) }
+            return (bit((f.source & srcMask) == srcNet) & bit((f.destination & dstMask) == dstNet)
+                & bit(f.sourcePort &- sportLo <= sportSpan) & bit(f.destinationPort &- dportLo <= dportSpan)
+                & bit(f.proto & protoMask == proto)) != 0
+        }
+    }
+
+    @usableFromInline var nodes: [Node] = []
+    /// Leaves: rule indices, ascending, each leaf padded to whole groups with `boxes.count - 1`
+    /// (the `never` box). Indices, not boxes: a rule copied into many leaves costs 4 bytes a
+    /// copy, and the boxes are read from one table the size of the chain (`boxes`), so the
+    /// tree's hot part stays in the L2 cache longer (acl1_10k: 1.4 MB instead of 3.1).
+    @usableFromInline var leafRules: [Int32] = []
+    /// One box per rule, in rule order, then the `never` box.
+    @usableFromInline var boxes: [TreeEntry] = []
+    private(set) var depth = 0
+    private(set) var leaves = 0
+    private(set) var largestLeaf = 0
+
+    /// Field widths in bits: source, destination, source port, destination port, protocol.
+    static let widths: [Int] = [32, 32, 16, 16, 8]
+    /// Where each field sits in the two 64-bit key words (word, bit offset); see `keys`.
+    static let keyPlace: [(Int, Int)] = [(0, 32), (0, 0), (1, 32), (1, 16), (1, 0)]
+
+    /// The packet's five fields in two words: source << 32 | destination; source port << 32 |
+    /// destination port << 16 | protocol. A node picks a word and shifts; no table of fields.
+    @inlinable @inline(__always)
+    static func keys(_ f: PacketFields) -> (UInt64, UInt64) {
+        (UInt64(f.source) << 32 | UInt64(f.destination),
+         UInt64(f.sourcePort) << 32 | UInt64(f.destinationPort) << 16 | UInt64(f.proto))
+    }
+
+    private struct BudgetExceeded: Error {}
+
+    /// No tree.
+    init() {}
+
+    /// nil when the tree would exceed `budget` nodes + entries.
+    init?(_ rules: [CompiledRule], budget: Int, leafLimit: Int = CutTree.leafLimit, spaceFactor: Int = CutTree.spaceFactor,
+          maxBits: Int = CutTree.maxBits) {
+        let boxes = rules.indices.map { TreeEntry($0, rules[$0]) }
+        var lo = [[UInt32]](repeating: [], count: 5), hi = [[UInt32]](repeating: [], count: 5)
+        for d in 0..<5 {
+            lo[d] = boxes.map { $0.range(d).lo }
+            hi[d] = boxes.map { $0.range(d).hi }
+        }
+        var b = Builder(lo: lo, hi: hi, budget: budget, leafLimit: leafLimit, spaceFactor: spaceFactor, maxBits: maxBits,
+                        pad: Int32(rules.count))
+        b.nodes.append(Node(base: 0, info: Node.leafBit))
+        do {
+            try b.build(Array(0..<Int32(rules.count)), region: Builder.Region(), slot: 0, depth: 0)
+        } catch { return nil }
+        nodes = b.nodes
+        self.leafRules = b.leafRules
+        self.boxes = boxes + [TreeEntry.never]
+        depth = b.maxDepthSeen
+        leaves = b.leaves
+        largestLeaf = b.largestLeaf
+    }
+
+    var bytes: Int {
+        nodes.count * MemoryLayout<Node>.stride + leafRules.count * MemoryLayout<Int32>.stride
+            + boxes.count * MemoryLayout<TreeEntry>.stride
+    }
+
+    private struct Builder {
+        let lo: [[UInt32]], hi: [[UInt32]]
+        let budget: Int
+        let leafLimit: Int, spaceFactor: Int, maxBits: Int
+        /// The rule index that pads leaves (its box is `never`).
+        let pad: Int32
+        var nodes: [Node] = []
+        var leafRules: [Int32] = []
+        /// Leaf lists already laid out (identical lists share their entries).
+        var laidOut: [[Int32]: UInt32] = [:]
+        var maxDepthSeen = 0, leaves = 0, largestLeaf = 0
+
+        init(lo: [[UInt32]], hi: [[UInt32]], budget: Int, leafLimit: Int, spaceFactor: Int, maxBits: Int, pad: Int32) {
+            self.lo = lo; self.hi = hi; self.budget = budget
+            self.leafLimit = leafLimit; self.spaceFactor = spaceFactor; self.maxBits = maxBits; self.pad = pad
+        }
+
+        mutating func leaf(_ list: [Int32], slot: Int) throws(BudgetExceeded) {
+            leaves += 1
+            largestLeaf = max(largestLeaf, list.count)
+            if list.isEmpty { nodes[slot] = Node(base: 0, info: Node.leafBit); return }
+            let padded = (list.count + CutTree.group - 1) / CutTree.group * CutTree.group
+            let start: UInt32
+            if let s = laidOut[list] {
+                start = s
+            } else {
+                start = UInt32(leafRules.count)
+                leafRules.append(contentsOf: list)
+                leafRules.append(contentsOf: repeatElement(pad, count: padded - list.count))
+                laidOut[list] = start
+            }
+            nodes[slot] = Node(base: start, info: Node.leafBit | UInt32(padded))
+            if nodes.count + leafRules.count > budget { throw BudgetExceeded() }
+        }
+
+        /// The children of a cut that rule `r` overlaps, first and last (contiguous).
+        /// Addresses (fields 0, 1): the cut takes bits `shift ..< shift + k`; a rule's prefix fixes
+        /// the top of that window or all of it, leaving a run of children. Ports and protocol
+        /// (fields 2-4): the region is the aligned range [rlo, rlo + 2^bits) and the cut splits
+        /// it into 2^k equal parts.
+        @inline(__always)
+        func childSpan(_ r: Int, _ d: Int, _ rlo: UInt32, _ bits: Int, _ k: Int, _ shift: Int) -> (Int, Int) {
+            if d < 2 {
+                let net = lo[d][r], mask = ~(net ^ hi[d][r])
+                let window = UInt32(truncatingIfNeeded: (UInt64(1) << UInt64(k)) - 1) << UInt32(shift)
+                let fixed = mask & window
+                let j0 = Int((net & fixed) >> UInt32(shift))
+                return (j0, j0 + (1 << (k - fixed.nonzeroBitCount)) - 1)
+            }
+            let top = UInt64(rlo) + (UInt64(1) << UInt64(bits)) - 1
+            let a = max(UInt64(lo[d][r]), UInt64(rlo)) - UInt64(rlo)
+            let b = min(UInt64(hi[d][r]), top) - UInt64(rlo)
+            let s = UInt64(bits - k)
+            return (Int(a >> s), Int(b >> s))
+        }
+
+        /// A node's region. Addresses: the bits fixed by the cuts above (`fixed`, values in
+        /// `lo`), so a cut can take any window of bits, not only the top ones: rules that all
+        /// agree on a bit (ClassBench addresses cluster in a few /16s) are not cut on it.
+        /// Ports and protocol: the aligned range [lo, lo + 2^bits).
+        struct Region {
+            var fixed: [UInt32] = [0, 0]
+            var lo: [UInt32] = [0, 0, 0, 0, 0]
+            var bits: [Int] = CutTree.widths
+        }
+
+        /// The highest address bit the rules disagree on (both values fixed by some rule), or
+        /// nil: cutting above it separates nothing.
+        func topDisagreement(_ list: [Int32], _ d: Int, _ region: Region) -> Int? {
+            var ones: UInt32 = 0, zeros: UInt32 = 0
+            for r in list {
+                let net = lo[d][Int(r)], mask = ~(net ^ hi[d][Int(r)])
+                ones |= net & mask
+                zeros |= ~net & mask
+            }
+            let disagree = ones & zeros & ~region.fixed[d]
+            return disagree == 0 ? nil : 31 - disagree.leadingZeroBitCount
+        }
+
+        mutating func build(_ list: [Int32], region: Region, slot: Int, depth: Int) throws(BudgetExceeded) {
+            maxDepthSeen = max(maxDepthSeen, depth)
+            if list.count <= leafLimit || depth >= CutTree.maxDepth { try leaf(list, slot: slot); return }
+            let n = list.count
+            // Pick the field and cut: per field, the most cuts the space factor allows; then the
+            // field whose largest child is smallest (ties: fewer replicated rules).
+            var best: (d: Int, k: Int, shift: Int, maxChild: Int, sum: Int)? = nil
+            for d in 0..<5 {
+                let K: Int, top: Int
+                if d < 2 {
+                    guard let t = topDisagreement(list, d, region) else { continue }
+                    top = t
+                    K = min(t + 1, maxBits)
+                } else {
+                    guard region.bits[d] > 0 else { continue }
+                    top = region.bits[d] - 1
+                    K = min(region.bits[d], maxBits)
+                }
+                // Window of k bits ending at `top` (addresses); top k bits of the range (ports).
+                func shift(_ k: Int) -> Int { top + 1 - k }
+                var sums = [Int](repeating: 0, count: K + 1)
+                for r in list {
+                    if d < 2 {
+                        for k in 1...K {
+                            let (a, b) = childSpan(Int(r), d, 0, 0, k, shift(k))
+                            sums[k] += b - a + 1
+                        }
+                    } else {
+                        let (a, b) = childSpan(Int(r), d, region.lo[d], region.bits[d], K, shift(K))
+                        for k in 1...K { sums[k] += (b >> (K - k)) - (a >> (K - k)) + 1 }
+                    }
+                }
+                var k = 0
+                for c in 1...K where sums[c] + (1 << c) <= spaceFactor * n { k = c }
+                if k == 0 { continue }
+                var diff = [Int](repeating: 0, count: (1 << k) + 1)
+                for r in list {
+                    let (a, b) = childSpan(Int(r), d, region.lo[d], region.bits[d], k, shift(k))
+                    diff[a] += 1; diff[b + 1] -= 1
+                }
+                var run = 0, maxChild = 0
+                for j in 0..<(1 << k) { run += diff[j]; maxChild = max(maxChild, run) }
+                if best == nil || maxChild < best!.maxChild || (maxChild == best!.maxChild && sums[k] < best!.sum) {
+                    best = (d, k, shift(k), maxChild, sums[k])
+                }
+            }
+            guard let cut = best, cut.maxChild < n else { try leaf(list, slot: slot); return }
+            let d = cut.d, k = cut.k, shift = cut.shift, count = 1 << k
+            let base = nodes.count
+            nodes.append(contentsOf: repeatElement(Node(base: 0, info: Node.leafBit), count: count))
+            if nodes.count + leafRules.count > budget { throw BudgetExceeded() }
+            let (word, offset) = CutTree.keyPlace[d]
+            nodes[slot] = Node(base: UInt32(base), info: UInt32(offset + shift) | (word == 1 ? Node.wordBit : 0) | UInt32(count - 1) << 16)
+            var children = [[Int32]](repeating: [], count: count)
+            for r in list {
+                let (a, b) = childSpan(Int(r), d, region.lo[d], region.bits[d], k, shift)
+                for j in a...b { children[j].append(r) }
+            }
+            for j in 0..<count {
+                var child = region
+                if d < 2 {
+                    let window = UInt32(truncatingIfNeeded: (UInt64(1) << UInt64(k)) - 1) << UInt32(shift)
+                    child.fixed[d] |= window
+                    child.lo[d] |= UInt32(j) << UInt32(shift)
+                } else {
+                    child.bits[d] -= k
+                    child.lo[d] = region.lo[d] &+ UInt32(truncatingIfNeeded: j << shift)
+                }
+                let list = children[j]
+                children[j] = []
+                try build(list, region: child, slot: base + j, depth: depth + 1)
+            }
+        }
+    }
+
+    /// Diagnostics (not the lookup path): nodes descended and leaf entries looked at for `f`.
+    func walk(_ f: PacketFields) -> (depth: Int, scanned: Int) {
+        let (k0, k1) = Self.keys(f)
+        var n = nodes[0], depth = 0
+        while n.info & Node.leafBit == 0 {
+            let w = n.info & Node.wordBit != 0 ? k1 : k0
+            n = nodes[Int(n.base) + Int(truncatingIfNeeded: (w >> UInt64(n.info & 63)) & UInt64(n.info >> 16))]
+            depth += 1
+        }
+        var scanned = 0
+        for r in leafRules[Int(n.base)..<(Int(n.base) + Int(n.info & ~Node.leafBit))] {
+            scanned += 1
+            if boxes[Int(r)].contains(f) { break }
+        }
+        return (depth, scanned)
+    }
+
+    /// The packet's leaf.
+    @inlinable @inline(__always)
+    func descend(_ f: PacketFields, _ nodes: UnsafeBufferPointer<Node>) -> Node {
+        let (k0, k1) = Self.keys(f)
+        var n = nodes[0]
+        while n.info & Node.leafBit == 0 {
+            let w = n.info & Node.wordBit != 0 ? k1 : k0
+            n = nodes[Int(n.base) &+ Int(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))]
+        }
+        return n
+    }
+
+    /// The first rule at or after `from` in `leaf` that matches (or hotdrops). Rules are
+    /// checked a group at a time: the group's hits (index >= from and packet inside the box)
+    /// become bits of a mask with no branch per rule (which rule of a leaf a packet hits is
+    /// what a branch predictor cannot learn), then the hits are decided lowest first: an exact
+    /// box is the answer, other rules are checked on the rule.
+    @inlinable @inline(__always)
+    func scan(_ leaf: Node, from: Int32, _ f: PacketFields, _ leafRules: UnsafeBufferPointer<Int32>,
+              _ boxes: UnsafeBufferPointer<TreeEntry>, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
+        @inline(__always) func bit(_ b: Bool) -> UInt32 { UInt32(unsafeBitCast(b, to: UInt8.self)) }
+        var i = Int(leaf.base)
+        let end = i &+ Int(leaf.info & ~Node.leafBit)
+        if from > 0 && end &- i > Self.group && leafRules[i] < from {
+            var a = i, b = end
+            while a < b {
+                let m = (a &+ b) >> 1
+                if leafRules[m] < from { a = m &+ 1 } else { b = m }
+            }
+            i &+= (a &- i) & ~(Self.group &- 1)
+        }
+        // Exact boxes answer alone, except a port rule for a packet without ports.
+        let need: UInt8 = f.hasL4 && !f.laterFragment ? 1 : 3
+        while i < end {
+            var hits: UInt32 = 0
+            for j in 0..<Self.group {
+                let r = leafRules[i &+ j]
+                hits |= (bit(r >= from) & bit(boxes[Int(r)].contains(f))) << UInt32(j)
+            }
+            while hits != 0 {
+                let r = Int(leafRules[i &+ hits.trailingZeroBitCount])
+                hits &= hits &- 1
+                if boxes[r].flags & need == 1 { return (r, .match) }
+                let m = rules[r].matchesBranchFree(f)
+                if m != .noMatch { return (r, m) }
+            }
+            i &+= Self.group
+        }
+        return nil
+    }
+
+    /// The first rule at or after `from` in the packet's leaf that matches (or hotdrops): for a
+    /// packet whose ports are known or irrelevant, `LinearClassifier.firstMatch`'s answer.
+    @inlinable
+    func firstMatch(from: Int32, _ f: PacketFields, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
+        nodes.withUnsafeBufferPointer { nodes in
+            leafRules.withUnsafeBufferPointer { leafRules in
+                boxes.withUnsafeBufferPointer { boxes in
+                    scan(descend(f, nodes), from: from, f, leafRules, boxes, rules)
+                }
+            }
+        }
+    }
+
+    /// `firstMatch(from: 0, _)` for `packets[lo..<hi]` (at most 64), descending all of them
+    /// together a level at a time: the node loads of different packets do not depend on each
+    /// other, so their cache misses overlap, and a packet already at its leaf stays there (a
+    /// select, not a branch). Packets for which `usable` is false get index -2 (the caller
+    /// answers them another way); no match is index -1.
+    @inlinable
+    func firstMatches(_ packets: UnsafeBufferPointer<PacketFields>, _ lo: Int, _ hi: Int,
+                      _ results: UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>,
+                      _ rules: UnsafeBufferPointer<CompiledRule>, usable: (PacketFields) -> Bool) {
+        precondition(hi &- lo <= 64)
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { cur in
+            nodes.withUnsafeBufferPointer { nodes in
+                leafRules.withUnsafeBufferPointer { leafRules in
+                    boxes.withUnsafeBufferPointer { boxes in
+                        for i in lo..<hi { cur[i &- lo] = 0 }
+                        var moving = true
+                        while moving {
+                            var inner: UInt32 = 0
+                            for i in lo..<hi {
+                                let at = Int(cur[i &- lo])
+                                let n = nodes[at]
+                                let (k0, k1) = Self.keys(packets[i])
+                                let w = n.info & Node.wordBit != 0 ? k1 : k0
+                                let child = Int(n.base) &+ Int(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))
+                                let isInner = n.info & Node.leafBit == 0
+                                cur[i &- lo] = UInt32(truncatingIfNeeded: isInner ? child : at)
+                                inner |= UInt32(unsafeBitCast(isInner, to: UInt8.self))
+                            }
+                            moving = inner != 0
+                        }
+                        for i in lo..<hi {
+                            let f = packets[i]
+                            guard usable(f) else { results[i] = (-2, .noMatch); continue }
+                            if let m = scan(nodes[Int(cur[i &- lo])], from: 0, f, leafRules, boxes, rules) {
+                                results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
+                            } else {
+                                results[i] = (-1, .noMatch)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
