@@ -412,25 +412,35 @@ struct CutTree: Sendable {
                       _ results: UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>,
                       _ rules: UnsafeBufferPointer<CompiledRule>, usable: (PacketFields) -> Bool) {
         precondition(hi &- lo <= 64)
-        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { cur in
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 128) { keys in
+        for i in lo..<hi { (keys[2 &* (i &- lo)], keys[2 &* (i &- lo) &+ 1]) = Self.keys(packets[i]) }
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 128) { scratch in
+            // cur[k]: packet lo + k's node. moving[0..<count]: the packets not yet at a leaf,
+            // rewritten each level without a branch (a packet stays in the list while inner).
+            let cur = UnsafeMutableBufferPointer(rebasing: scratch[0..<64])
+            let moving = UnsafeMutableBufferPointer(rebasing: scratch[64..<128])
             nodes.withUnsafeBufferPointer { nodes in
                 leafRules.withUnsafeBufferPointer { leafRules in
                     boxes.withUnsafeBufferPointer { boxes in
-                        for i in lo..<hi { cur[i &- lo] = 0 }
-                        var moving = true
-                        while moving {
-                            var inner: UInt32 = 0
-                            for i in lo..<hi {
-                                let at = Int(cur[i &- lo])
-                                let n = nodes[at]
-                                let (k0, k1) = Self.keys(packets[i])
-                                let w = n.info & Node.wordBit != 0 ? k1 : k0
-                                let child = Int(n.base) &+ Int(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))
-                                let isInner = n.info & Node.leafBit == 0
-                                cur[i &- lo] = UInt32(truncatingIfNeeded: isInner ? child : at)
-                                inner |= UInt32(unsafeBitCast(isInner, to: UInt8.self))
+                        var count = hi &- lo
+                        for k in 0..<count { cur[k] = 0; moving[k] = UInt32(truncatingIfNeeded: k) }
+                        while count > 0 {
+                            var kept = 0
+                            for j in 0..<count {
+                                let k = Int(moving[j])
+                                let at = cur[k]
+                                let n = nodes[Int(at)]
+                                let w = keys[2 &* k &+ Int((n.info &>> 8) & 1)]
+                                let child = n.base &+ UInt32(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))
+                                // All ones while inner, zero at a leaf: a select in arithmetic
+                                // (a `?:` here compiled to a branch that mispredicted as
+                                // packets reached their leaves).
+                                let keep = (n.info >> 31) &- 1
+                                cur[k] = child & keep | at & ~keep
+                                moving[kept] = UInt32(truncatingIfNeeded: k)
+                                kept &+= Int(keep & 1)
                             }
-                            moving = inner != 0
+                            count = kept
                         }
                         for i in lo..<hi {
                             let f = packets[i]
@@ -444,6 +454,7 @@ struct CutTree: Sendable {
                     }
                 }
             }
+        }
         }
     }
 }

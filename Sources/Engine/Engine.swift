@@ -34,10 +34,11 @@ public struct EngineOptions: Sendable {
     public var conntrackChecksum = true
     /// Fixed hash secret (tests); nil = random per process.
     public var conntrackSecret: (UInt64, UInt64)? = nil
-    /// How a chain finds its next candidate rule: a scan (`LinearClassifier`), or tuple tables
-    /// built per chain at load (`CompiledChain`, docs/classifier.md). Same answers; the
-    /// compiled form costs build time and memory and pays off on long chains.
-    public var classifier: ClassifierKind = .linear
+    /// How a chain finds its next candidate rule: a scan (`LinearClassifier`), or a cut tree
+    /// and tuple tables built per chain at load (`CompiledChain`, docs/classifier.md; chains
+    /// under 16 rules are scanned either way). Same answers (differential tests); the compiled
+    /// form costs build time and memory and pays off on long chains.
+    public var classifier: ClassifierKind = .compiled
     /// Inline (NFQUEUE): the kernel forwards the packet after the verdict, so the engine leaves
     /// what ip_forward itself writes (TTL decrement, Record Route) to the kernel, and decides
     /// everything else as in replay.

@@ -6,6 +6,9 @@
 //   (rules: DIR/<set>.rules, default shared/rulesets/classbench; traces: DIR/<set>.trace from
 //   shared/anchors/dpdk-acl/gen_traces.sh or trace_gen.py)
 // Run one set per process for a per-set peak RSS.
+// Environment: CB_NOTREE=1 compiles the tuple tables alone (no cut tree); CB_CG=single|burst
+// runs one pass of lookups and nothing else (for cachegrind); CB_SLACK / CB_LIMIT set the tuple
+// tables' merge slack and collision limit; CB_TABLES prints them; CB_SAME times repeated packets.
 import Classifier
 import Foundation
 import Rules

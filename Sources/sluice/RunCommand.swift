@@ -81,8 +81,8 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Connection table size.")
     var conntrackMax: Int = 262_144
 
-    @Option(name: .long, help: "How chains find their next candidate rule: linear or compiled.")
-    var classifier: ClassifierKind = .linear
+    @Option(name: .long, help: "How chains find their next candidate rule: compiled (default; cut tree and tuple tables, docs/classifier.md) or linear; same answers.")
+    var classifier: ClassifierKind = .compiled
 
     func run() throws {
         guard !rules.isEmpty else { fail("--rules RULES is needed") }

@@ -241,7 +241,12 @@ struct CheckCommand: ParsableCommand {
             let t4 = monotonicSeconds()
             let bytes = chains.reduce(0) { $0 + $1.structureBytes }
             let tableCount = chains.reduce(0) { $0 + $1.tableCount }
-            print("  compiled classifier: \(chains.count) chains, \(tableCount) tuple tables, \(bytes) bytes, built in \(fixed((t4 - t3) * 1000, 2)) ms")
+            let trees = chains.compactMap(\.treeSummary)
+            let overBudget = chains.filter { $0.tableCount > 0 && $0.treeSummary == nil }.count
+            print("  compiled classifier: \(chains.count) chains, \(tableCount) tuple tables, cut trees: \(trees.count) "
+                  + "(\(trees.reduce(0) { $0 + $1.nodes }) nodes, \(trees.reduce(0) { $0 + $1.entries }) leaf entries, depth <= \(trees.map(\.depth).max() ?? 0)"
+                  + (overBudget > 0 ? "; \(overBudget) chains over the tree budget use their tables alone" : "")
+                  + "), \(bytes) bytes, built in \(fixed((t4 - t3) * 1000, 2)) ms")
         }
         if let compileNote { print("  note: parsed, but this version cannot run it yet: \(compileNote)") }
     }
@@ -336,8 +341,8 @@ struct BoxOptions: ParsableArguments {
     @Option(name: .long, help: "ipset save file for -m set.")
     var ipsets: String?
 
-    @Option(name: .long, help: "How chains find their next candidate rule: linear (default) or compiled (tuple tables, docs/classifier.md); same answers.")
-    var classifier: ClassifierKind = .linear
+    @Option(name: .long, help: "How chains find their next candidate rule: compiled (default; cut tree and tuple tables, docs/classifier.md) or linear; same answers.")
+    var classifier: ClassifierKind = .compiled
 
     func loadRules() -> RuleSet {
         guard !rules.isEmpty else { fail("--rules RULES is needed") }

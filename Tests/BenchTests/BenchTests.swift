@@ -49,7 +49,7 @@ final class BenchTests: XCTestCase {
         XCTAssertTrue(j["mallocs_per_packet"] is NSNumber, "mallocs_per_packet is not a number: \(String(describing: j["mallocs_per_packet"]))")
         XCTAssertGreaterThan(try XCTUnwrap(j["seconds"] as? Double), 0.1 - 1e-9)
         XCTAssertEqual(j["rules"] as? Int, 14)
-        XCTAssertEqual(j["classifier"] as? String, "linear")
+        XCTAssertEqual(j["classifier"] as? String, "compiled")  // the default
         XCTAssertEqual(j["stage"] as? String, "full")
         // Every timed packet got exactly one verdict, and the passes cover the capture whole.
         let verdicts = try XCTUnwrap(j["verdicts"] as? [String: Int])
