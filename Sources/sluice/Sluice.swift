@@ -200,6 +200,8 @@ struct CheckCommand: ParsableCommand {
         set = ruleOptions.load(rules)
         let t1 = monotonicSeconds()
         var options = EngineOptions()
+        // The flat compile alone here; the compiled chains are built and timed below.
+        options.classifier = .linear
         if let ipsets {
             do { options.ipsets = try IPSetCollection.load(path: ipsets) } catch { fail(error.description) }
         }
