@@ -2,7 +2,11 @@
 /// ("the first rule at or after `start` whose header part matches, or hotdrops"), but looks at
 /// few rules instead of all of them. Immutable once built; plain arrays, no classes.
 ///
-/// Structure (see docs/classifier.md): tuple space search with TupleMerge-style merged tuples.
+/// Two structures (see docs/classifier.md), each sound alone: a cut tree (`CutTree`), which
+/// answers every packet but a first fragment too short for its ports, and tuple tables, which
+/// answer those and every packet of a chain whose tree would pass its budget.
+///
+/// The tuple tables: tuple space search with TupleMerge-style merged tuples.
 /// Every rule is placed in exactly one hash table keyed on a prefix of its source address, a
 /// prefix of its destination address and (optionally) its protocol. A table's prefix lengths
 /// are at most the rule's own, so a packet that matches the rule hashes to the rule's bucket:
