@@ -107,11 +107,7 @@ public struct CompiledChain: Sendable {
 
         init(_ i: Int, _ r: CompiledRule) {
             index = Int32(i)
-            let sp = r.portsUsed && !r.sportInvert, dp = r.portsUsed && !r.dportInvert
-            sportLo = sp ? r.sportLo : 0
-            sportSpan = sp ? r.sportHi &- r.sportLo : .max
-            dportLo = dp ? r.dportLo : 0
-            dportSpan = dp ? r.dportHi &- r.dportLo : .max
+            (sportLo, sportSpan, dportLo, dportSpan) = r.portBox
             srcMask = r.srcInvert ? 0 : r.srcMask
             srcNet = r.srcNet & srcMask
             dstMask = r.dstInvert ? 0 : r.dstMask

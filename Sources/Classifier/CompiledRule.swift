@@ -113,6 +113,14 @@ extension CompiledRule {
 }
 
 extension CompiledRule {
+    /// The port ranges every packet the rule matches lies in, as (low, high - low) for an
+    /// unsigned `port &- low <= span` check: the rule's own ranges, or the whole range for an
+    /// inverted or absent one. The classifiers' boxes use it.
+    var portBox: (sportLo: UInt16, sportSpan: UInt16, dportLo: UInt16, dportSpan: UInt16) {
+        let sp = portsUsed && !sportInvert, dp = portsUsed && !dportInvert
+        return (sp ? sportLo : 0, sp ? sportHi &- sportLo : .max, dp ? dportLo : 0, dp ? dportHi &- dportLo : .max)
+    }
+
     /// `matches`, branch-free: the same answers.
     ///
     /// Every field is compared and the results are combined with `&`,

@@ -56,20 +56,19 @@ struct CutTree: Sendable {
 
         init(_ i: Int, _ r: CompiledRule) {
             index = Int32(i)
-            let sp = r.portsUsed && !r.sportInvert, dp = r.portsUsed && !r.dportInvert
-            sportLo = sp ? r.sportLo : 0
-            sportSpan = sp ? r.sportHi &- r.sportLo : .max
-            dportLo = dp ? r.dportLo : 0
-            dportSpan = dp ? r.dportHi &- r.dportLo : .max
-            srcMask = r.srcInvert ? 0 : CompiledChain.prefixMask((~r.srcMask).leadingZeroBitCount)
+            (sportLo, sportSpan, dportLo, dportSpan) = r.portBox
+            // The prefix a mask surely fixes (all of a contiguous one, the leading part of a
+            // dotted mask such as 255.0.255.0).
+            let srcPrefix = CompiledChain.prefixMask((~r.srcMask).leadingZeroBitCount)
+            let dstPrefix = CompiledChain.prefixMask((~r.dstMask).leadingZeroBitCount)
+            srcMask = r.srcInvert ? 0 : srcPrefix
             srcNet = r.srcNet & srcMask
-            dstMask = r.dstInvert ? 0 : CompiledChain.prefixMask((~r.dstMask).leadingZeroBitCount)
+            dstMask = r.dstInvert ? 0 : dstPrefix
             dstNet = r.dstNet & dstMask
             let exact = r.proto != 0 && !r.protoInvert
             proto = exact ? r.proto : 0
             protoMask = exact ? 0xff : 0
-            let prefixes = CompiledChain.prefixMask((~r.srcMask).leadingZeroBitCount) == r.srcMask
-                && CompiledChain.prefixMask((~r.dstMask).leadingZeroBitCount) == r.dstMask
+            let prefixes = srcPrefix == r.srcMask && dstPrefix == r.dstMask
             let normal = r.srcNet & ~r.srcMask == 0 && r.dstNet & ~r.dstMask == 0
                 && (!r.portsUsed || (r.sportLo <= r.sportHi && r.dportLo <= r.dportHi))
             let whole = !r.srcInvert && !r.dstInvert && prefixes && normal && !r.protoInvert && r.inAny && r.outAny

@@ -82,6 +82,23 @@ func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.
 
 struct Packet { var f: PacketFields; var expected: Int32 }
 
+/// `chain.firstMatches` over `fields` in bursts of 64; `each(first, count, results)` per burst.
+func bursts(_ fields: [PacketFields], _ chain: CompiledChain,
+            _ each: (Int, Int, UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>) -> Void) {
+    var out = [(index: Int32, result: MatchResult)](repeating: (-1, .noMatch), count: 64)
+    fields.withUnsafeBufferPointer { all in
+        out.withUnsafeMutableBufferPointer { res in
+            var i = 0
+            while i < all.count {
+                let n = min(64, all.count - i)
+                chain.firstMatches(UnsafeBufferPointer(rebasing: all[i..<(i + n)]), into: res)
+                each(i, n, res)
+                i += n
+            }
+        }
+    }
+}
+
 func loadTrace(_ path: String) -> [Packet] {
     guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
     var out: [Packet] = []
@@ -136,19 +153,7 @@ for set in sets {
         // For cachegrind: one pass of single lookups ("single") or bursts ("burst"), nothing else.
         var sink = 0
         if mode == "burst" {
-            let fields = packets.map(\.f)
-            var out = [(index: Int32, result: MatchResult)](repeating: (-1, .noMatch), count: 64)
-            fields.withUnsafeBufferPointer { all in
-                out.withUnsafeMutableBufferPointer { res in
-                    var i = 0
-                    while i < all.count {
-                        let n = min(64, all.count - i)
-                        chain.firstMatches(UnsafeBufferPointer(rebasing: all[i..<(i + n)]), into: res)
-                        sink &+= Int(res[0].index)
-                        i += n
-                    }
-                }
-            }
+            bursts(packets.map(\.f), chain) { _, _, res in sink &+= Int(res[0].index) }
         } else {
             for p in packets { sink &+= chain.firstMatch(from: 0, p.f)?.index ?? -1 }
         }
@@ -169,16 +174,8 @@ for set in sets {
             out.withUnsafeMutableBufferPointer { chain.firstMatches(burst, into: $0) }
             sink &+= Int(out[0].index)
         }
-        fields.withUnsafeBufferPointer { all in
-            out.withUnsafeMutableBufferPointer { res in
-                var i = 0
-                while i < all.count {
-                    let n = min(64, all.count - i)
-                    chain.firstMatches(UnsafeBufferPointer(rebasing: all[i..<(i + n)]), into: res)
-                    for k in 0..<n where res[k].index != packets[i + k].expected { mismatches += 1 }
-                    i += n
-                }
-            }
+        bursts(fields, chain) { i, n, res in
+            for k in 0..<n where res[k].index != packets[i + k].expected { mismatches += 1 }
         }
         if ProcessInfo.processInfo.environment["CB_SAME"] != nil {
             for k in [1, 16, 256, 4096, 65536] {
