@@ -171,7 +171,7 @@ public struct CompiledChain: Sendable {
 
     /// Whether the chain has a cut tree (see `CutTree`), and its shape.
     public var treeSummary: (nodes: Int, entries: Int, leaves: Int, depth: Int, largestLeaf: Int)? {
-        hasTree ? (tree.nodes.count, tree.leafRules.count, tree.leaves, tree.depth, tree.largestLeaf) : nil
+        hasTree ? (tree.nodes.count, tree.leafEntries, tree.leaves, tree.depth, tree.largestLeaf) : nil
     }
 
     /// Number of hash tables (0 when the chain is scanned linearly).

@@ -27,6 +27,8 @@ struct CutTree: Sendable {
     static let maxDepth = 32
     /// Leaves are scanned this many entries at a time, without a branch per entry.
     @usableFromInline static let group = 4
+    /// Packets of a burst that descend the tree in lock-step.
+    @usableFromInline static let walkGroup = 4
 
     @usableFromInline
     struct Node: Sendable {
@@ -39,51 +41,59 @@ struct CutTree: Sendable {
         @usableFromInline static let wordBit: UInt32 = 1 << 8
     }
 
-    /// A rule's box in a leaf: everything the rule can match on the five fields.
+    /// A rule's box in a leaf: everything the rule can match on the five fields, as two
+    /// vectors a packet's vector (`vector(_:)`) is checked against in a few vector
+    /// instructions. Lanes of `mask` / `net`: source mask / network; destination mask /
+    /// network; port spans / port lows (source port in the high 16 bits, destination port
+    /// in the low, as in key word 1); protocol mask with `flags` in bits 8-15 / protocol.
     @usableFromInline
     struct TreeEntry: Sendable {
-        @usableFromInline var index: Int32
-        @usableFromInline var srcNet: UInt32, srcMask: UInt32
-        @usableFromInline var dstNet: UInt32, dstMask: UInt32
-        @usableFromInline var sportLo: UInt16, sportSpan: UInt16
-        @usableFromInline var dportLo: UInt16, dportSpan: UInt16
-        @usableFromInline var proto: UInt8, protoMask: UInt8
+        @usableFromInline var mask: SIMD4<UInt32>
+        @usableFromInline var net: SIMD4<UInt32>
+
+        var srcNet: UInt32 { net[0] }
+        var srcMask: UInt32 { mask[0] }
+        var dstNet: UInt32 { net[1] }
+        var dstMask: UInt32 { mask[1] }
+        var sportLo: UInt16 { UInt16(truncatingIfNeeded: net[2] >> 16) }
+        var sportSpan: UInt16 { UInt16(truncatingIfNeeded: mask[2] >> 16) }
+        var dportLo: UInt16 { UInt16(truncatingIfNeeded: net[2]) }
+        var dportSpan: UInt16 { UInt16(truncatingIfNeeded: mask[2]) }
+        var proto: UInt8 { UInt8(truncatingIfNeeded: net[3]) }
+        var protoMask: UInt8 { UInt8(truncatingIfNeeded: mask[3]) }
         /// Bit 0 (`exact`): the box is the whole header match (no inversion, interface,
         /// fragment flag or non-prefix mask), so a packet with ports in the box matches the rule
         /// without loading it. Bit 1: the rule has ports (it never matches a packet without
         /// an L4 header).
-        @usableFromInline var flags: UInt8
+        @usableFromInline var flags: UInt8 { UInt8(truncatingIfNeeded: mask[3] >> 8) }
 
-        init(_ i: Int, _ r: CompiledRule) {
-            index = Int32(i)
-            (sportLo, sportSpan, dportLo, dportSpan) = r.portBox
+        init(_ r: CompiledRule) {
+            let (sportLo, sportSpan, dportLo, dportSpan) = r.portBox
             // The prefix a mask surely fixes (all of a contiguous one, the leading part of a
             // dotted mask such as 255.0.255.0).
             let srcPrefix = CompiledChain.prefixMask((~r.srcMask).leadingZeroBitCount)
             let dstPrefix = CompiledChain.prefixMask((~r.dstMask).leadingZeroBitCount)
-            srcMask = r.srcInvert ? 0 : srcPrefix
-            srcNet = r.srcNet & srcMask
-            dstMask = r.dstInvert ? 0 : dstPrefix
-            dstNet = r.dstNet & dstMask
+            let srcMask = r.srcInvert ? 0 : srcPrefix
+            let dstMask = r.dstInvert ? 0 : dstPrefix
             let exact = r.proto != 0 && !r.protoInvert
-            proto = exact ? r.proto : 0
-            protoMask = exact ? 0xff : 0
             let prefixes = srcPrefix == r.srcMask && dstPrefix == r.dstMask
             let normal = r.srcNet & ~r.srcMask == 0 && r.dstNet & ~r.dstMask == 0
                 && (!r.portsUsed || (r.sportLo <= r.sportHi && r.dportLo <= r.dportHi))
             let whole = !r.srcInvert && !r.dstInvert && prefixes && normal && !r.protoInvert && r.inAny && r.outAny
                 && r.fragment == 0 && !(r.portsUsed && (r.sportInvert || r.dportInvert))
-            flags = (whole ? 1 : 0) | (r.portsUsed ? 2 : 0)
+            let flags: UInt32 = (whole ? 1 : 0) | (r.portsUsed ? 2 : 0)
+            mask = SIMD4(srcMask, dstMask, UInt32(sportSpan) << 16 | UInt32(dportSpan),
+                         (exact ? 0xff : 0) | flags << 8)
+            net = SIMD4(r.srcNet & srcMask, r.dstNet & dstMask, UInt32(sportLo) << 16 | UInt32(dportLo),
+                        exact ? UInt32(r.proto) : 0)
         }
 
         /// A box no packet is in (protocol bits under an empty mask must equal 1): pads leaves
-        /// to whole groups. Its index sorts after every rule.
+        /// to whole groups.
         static let never: TreeEntry = {
-            var e = TreeEntry(0, CompiledRule())
-            e.index = .max
-            e.proto = 1
-            e.protoMask = 0
-            e.flags = 0
+            var e = TreeEntry(CompiledRule())
+            e.mask[3] = 0
+            e.net[3] = 1
             return e
         }()
 
@@ -97,25 +107,80 @@ struct CutTree: Sendable {
             default: return protoMask == 0 ? (0, 255) : (UInt32(proto), UInt32(proto))
             }
         }
+    }
 
-        /// The packet is in the box. Branch-free.
+    /// Four leaf entries, field by field (structure of arrays), so that one vector instruction
+    /// checks a field of all four: lanes hold `TreeEntry.mask` / `net` lane by lane, plus the
+    /// rules' indices. A leaf is a run of groups, padded with the `never` box (index
+    /// `Int32.max`).
+    @usableFromInline
+    struct LeafGroup: Sendable {
+        @usableFromInline var index: SIMD4<Int32>
+        @usableFromInline var srcMask: SIMD4<UInt32>, srcNet: SIMD4<UInt32>
+        @usableFromInline var dstMask: SIMD4<UInt32>, dstNet: SIMD4<UInt32>
+        /// Port spans / lows: source port in the high 16 bits of a lane, destination in the low.
+        @usableFromInline var portSpan: SIMD4<UInt32>, portLo: SIMD4<UInt32>
+        /// Protocol mask with the entry's `TreeEntry.flags` in bits 8-15 / protocol.
+        @usableFromInline var protoMask: SIMD4<UInt32>, proto: SIMD4<UInt32>
+
+        init(_ indices: ArraySlice<Int32>, _ boxes: [TreeEntry]) {
+            var g = LeafGroup(index: .zero, srcMask: .zero, srcNet: .zero, dstMask: .zero, dstNet: .zero,
+                              portSpan: .zero, portLo: .zero, protoMask: .zero, proto: .zero)
+            for (j, r) in indices.enumerated() {
+                let e = Int(r) < boxes.count ? boxes[Int(r)] : TreeEntry.never
+                g.index[j] = Int(r) < boxes.count ? r : .max
+                g.srcMask[j] = e.mask[0]; g.srcNet[j] = e.net[0]
+                g.dstMask[j] = e.mask[1]; g.dstNet[j] = e.net[1]
+                g.portSpan[j] = e.mask[2]; g.portLo[j] = e.net[2]
+                g.protoMask[j] = e.mask[3]; g.proto[j] = e.net[3]
+            }
+            self = g
+        }
+
+        private init(index: SIMD4<Int32>, srcMask: SIMD4<UInt32>, srcNet: SIMD4<UInt32>, dstMask: SIMD4<UInt32>,
+                     dstNet: SIMD4<UInt32>, portSpan: SIMD4<UInt32>, portLo: SIMD4<UInt32>, protoMask: SIMD4<UInt32>,
+                     proto: SIMD4<UInt32>) {
+            self.index = index; self.srcMask = srcMask; self.srcNet = srcNet; self.dstMask = dstMask
+            self.dstNet = dstNet; self.portSpan = portSpan; self.portLo = portLo; self.protoMask = protoMask
+            self.proto = proto
+        }
+
+        /// Bit j set: entry j's index is at least `from` and the packet is in its box. The
+        /// packet's fields come splatted across the lanes (`Splat`).
         @inlinable @inline(__always)
-        func contains(_ f: PacketFields) -> Bool {
-            @inline(__always) func bit(_ b: Bool) -> UInt8 { unsafeBitCast(b, to: UInt8.self) }
-            return (bit((f.source & srcMask) == srcNet) & bit((f.destination & dstMask) == dstNet)
-                & bit(f.sourcePort &- sportLo <= sportSpan) & bit(f.destinationPort &- dportLo <= dportSpan)
-                & bit(f.proto & protoMask == proto)) != 0
+        func hits(_ p: Splat, from: SIMD4<Int32>) -> UInt32 {
+            let inPorts = unsafeBitCast(p.ports, to: SIMD8<UInt16>.self) &- unsafeBitCast(portLo, to: SIMD8<UInt16>.self)
+                .<= unsafeBitCast(portSpan, to: SIMD8<UInt16>.self)
+            let ports = unsafeBitCast(SIMD8<Int16>(repeating: 0).replacing(with: -1, where: inPorts), to: SIMD4<Int32>.self)
+            let m = (p.source & srcMask .== srcNet) .& (p.destination & dstMask .== dstNet)
+                .& (p.proto & protoMask .== proto) .& (ports .== SIMD4(repeating: -1)) .& (index .>= from)
+            let bits = SIMD4<Int32>(1, 2, 4, 8) & unsafeBitCast(SIMD4<Int32>(repeating: 0).replacing(with: -1, where: m), to: SIMD4<Int32>.self)
+            return UInt32(truncatingIfNeeded: bits.wrappedSum())
+        }
+    }
+
+    /// A packet's fields from its key words (`keys`), each across four lanes. (From the key
+    /// words, not the fields: a copy of the fields on the stack read back 16 bytes at a time
+    /// stalled on store forwarding.)
+    @usableFromInline
+    struct Splat {
+        @usableFromInline var source: SIMD4<UInt32>, destination: SIMD4<UInt32>
+        @usableFromInline var ports: SIMD4<UInt32>, proto: SIMD4<UInt32>
+        @inlinable @inline(__always)
+        init(_ k0: UInt64, _ k1: UInt64) {
+            source = SIMD4(repeating: UInt32(truncatingIfNeeded: k0 >> 32))
+            destination = SIMD4(repeating: UInt32(truncatingIfNeeded: k0))
+            ports = SIMD4(repeating: UInt32(truncatingIfNeeded: k1 >> 16))
+            proto = SIMD4(repeating: UInt32(truncatingIfNeeded: k1 & 0xff))
         }
     }
 
     @usableFromInline var nodes: [Node] = []
-    /// Leaves: rule indices, ascending, each leaf padded to whole groups with `boxes.count - 1`
-    /// (the `never` box). Indices, not boxes: a rule copied into many leaves costs 4 bytes a
-    /// copy, and the boxes are read from one table the size of the chain (`boxes`), so the
-    /// tree's hot part stays in the L2 cache longer (acl1_10k: 1.4 MB instead of 3.1).
-    @usableFromInline var leafRules: [Int32] = []
-    /// One box per rule, in rule order, then the `never` box.
-    @usableFromInline var boxes: [TreeEntry] = []
+    /// Leaves: runs of `LeafGroup`s (a leaf node's `base` is its first group, its count the
+    /// entries, a multiple of `group`). Identical leaves share their groups.
+    @usableFromInline var groups: [LeafGroup] = []
+    /// Leaf entries (rule copies, padding included), for the statistics.
+    private(set) var leafEntries = 0
     private(set) var depth = 0
     private(set) var leaves = 0
     private(set) var largestLeaf = 0
@@ -141,7 +206,7 @@ struct CutTree: Sendable {
     /// nil when the tree would exceed `budget` nodes + entries.
     init?(_ rules: [CompiledRule], budget: Int, leafLimit: Int = CutTree.leafLimit, spaceFactor: Int = CutTree.spaceFactor,
           maxBits: Int = CutTree.maxBits) {
-        let boxes = rules.indices.map { TreeEntry($0, rules[$0]) }
+        let boxes = rules.map { TreeEntry($0) }
         var lo = [[UInt32]](repeating: [], count: 5), hi = [[UInt32]](repeating: [], count: 5)
         for d in 0..<5 {
             lo[d] = boxes.map { $0.range(d).lo }
@@ -154,16 +219,21 @@ struct CutTree: Sendable {
             try b.build(Array(0..<Int32(rules.count)), region: Builder.Region(), slot: 0, depth: 0)
         } catch { return nil }
         nodes = b.nodes
-        self.leafRules = b.leafRules
-        self.boxes = boxes + [TreeEntry.never]
+        for i in nodes.indices where nodes[i].info & Node.leafBit != 0 {
+            nodes[i].base /= UInt32(Self.group)
+        }
+        groups.reserveCapacity(b.leafRules.count / Self.group)
+        for g in stride(from: 0, to: b.leafRules.count, by: Self.group) {
+            groups.append(LeafGroup(b.leafRules[g..<(g + Self.group)], boxes))
+        }
+        leafEntries = b.leafRules.count
         depth = b.maxDepthSeen
         leaves = b.leaves
         largestLeaf = b.largestLeaf
     }
 
     var bytes: Int {
-        nodes.count * MemoryLayout<Node>.stride + leafRules.count * MemoryLayout<Int32>.stride
-            + boxes.count * MemoryLayout<TreeEntry>.stride
+        nodes.count * MemoryLayout<Node>.stride + groups.count * MemoryLayout<LeafGroup>.stride
     }
 
     private struct Builder {
@@ -330,17 +400,18 @@ struct CutTree: Sendable {
             depth += 1
         }
         var scanned = 0
-        for r in leafRules[Int(n.base)..<(Int(n.base) + Int(n.info & ~Node.leafBit))] {
-            scanned += 1
-            if boxes[Int(r)].contains(f) { break }
+        let p = Splat(k0, k1)
+        for g in groups[Int(n.base)..<(Int(n.base) + Int(n.info & ~Node.leafBit) / Self.group)] {
+            let hits = g.hits(p, from: .zero)
+            if hits != 0 { scanned += hits.trailingZeroBitCount + 1; break }
+            scanned += Self.group
         }
         return (depth, scanned)
     }
 
     /// The packet's leaf.
     @inlinable @inline(__always)
-    func descend(_ f: PacketFields, _ nodes: UnsafeBufferPointer<Node>) -> Node {
-        let (k0, k1) = Self.keys(f)
+    func descend(_ k0: UInt64, _ k1: UInt64, _ nodes: UnsafeBufferPointer<Node>) -> Node {
         var n = nodes[0]
         while n.info & Node.leafBit == 0 {
             let w = n.info & Node.wordBit != 0 ? k1 : k0
@@ -355,35 +426,33 @@ struct CutTree: Sendable {
     /// what a branch predictor cannot learn), then the hits are decided lowest first: an exact
     /// box is the answer, other rules are checked on the rule.
     @inlinable @inline(__always)
-    func scan(_ leaf: Node, from: Int32, _ f: PacketFields, _ leafRules: UnsafeBufferPointer<Int32>,
-              _ boxes: UnsafeBufferPointer<TreeEntry>, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
-        @inline(__always) func bit(_ b: Bool) -> UInt32 { UInt32(unsafeBitCast(b, to: UInt8.self)) }
+    func scan(_ leaf: Node, from: Int32, _ f: PacketFields, _ k0: UInt64, _ k1: UInt64, _ groups: UnsafeBufferPointer<LeafGroup>,
+              _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
         var i = Int(leaf.base)
-        let end = i &+ Int(leaf.info & ~Node.leafBit)
-        if from > 0 && end &- i > Self.group && leafRules[i] < from {
+        let end = i &+ Int(leaf.info & ~Node.leafBit) / Self.group
+        if from > 0 && end &- i > 1 && groups[i].index[Self.group &- 1] < from {
+            // Skip the groups whose last (largest) index is below `from`.
             var a = i, b = end
             while a < b {
                 let m = (a &+ b) >> 1
-                if leafRules[m] < from { a = m &+ 1 } else { b = m }
+                if groups[m].index[Self.group &- 1] < from { a = m &+ 1 } else { b = m }
             }
-            i &+= (a &- i) & ~(Self.group &- 1)
+            i = a
         }
         // Exact boxes answer alone, except a port rule for a packet without ports.
-        let need: UInt8 = f.hasL4 && !f.laterFragment ? 1 : 3
+        let need: UInt32 = f.hasL4 && !f.laterFragment ? 1 : 3
+        let p = Splat(k0, k1), fromLanes = SIMD4<Int32>(repeating: from)
         while i < end {
-            var hits: UInt32 = 0
-            for j in 0..<Self.group {
-                let r = leafRules[i &+ j]
-                hits |= (bit(r >= from) & bit(boxes[Int(r)].contains(f))) << UInt32(j)
-            }
+            var hits = groups[i].hits(p, from: fromLanes)
             while hits != 0 {
-                let r = Int(leafRules[i &+ hits.trailingZeroBitCount])
+                let j = hits.trailingZeroBitCount
                 hits &= hits &- 1
-                if boxes[r].flags & need == 1 { return (r, .match) }
+                let r = Int(groups[i].index[j])
+                if (groups[i].protoMask[j] >> 8) & need == 1 { return (r, .match) }
                 let m = rules[r].matchesBranchFree(f)
                 if m != .noMatch { return (r, m) }
             }
-            i &+= Self.group
+            i &+= 1
         }
         return nil
     }
@@ -393,10 +462,9 @@ struct CutTree: Sendable {
     @inlinable
     func firstMatch(from: Int32, _ f: PacketFields, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
         nodes.withUnsafeBufferPointer { nodes in
-            leafRules.withUnsafeBufferPointer { leafRules in
-                boxes.withUnsafeBufferPointer { boxes in
-                    scan(descend(f, nodes), from: from, f, leafRules, boxes, rules)
-                }
+            groups.withUnsafeBufferPointer { groups in
+                let (k0, k1) = Self.keys(f)
+                return scan(descend(k0, k1, nodes), from: from, f, k0, k1, groups, rules)
             }
         }
     }
@@ -411,46 +479,47 @@ struct CutTree: Sendable {
                       _ results: UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>,
                       _ rules: UnsafeBufferPointer<CompiledRule>, usable: (PacketFields) -> Bool) {
         precondition(hi &- lo <= 64)
-        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 128) { keys in
-        for i in lo..<hi { (keys[2 &* (i &- lo)], keys[2 &* (i &- lo) &+ 1]) = Self.keys(packets[i]) }
-        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 128) { scratch in
-            // cur[k]: packet lo + k's node. moving[0..<count]: the packets not yet at a leaf,
-            // rewritten each level without a branch (a packet stays in the list while inner).
-            let cur = UnsafeMutableBufferPointer(rebasing: scratch[0..<64])
-            let moving = UnsafeMutableBufferPointer(rebasing: scratch[64..<128])
+        // The packets' key words, then as many copies of the first packet's as pad the burst
+        // to whole walk groups.
+        let count = hi &- lo, padded = (count &+ Self.walkGroup &- 1) & ~(Self.walkGroup &- 1)
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 2 &* (64 &+ Self.walkGroup)) { keys in
+        for k in 0..<padded { (keys[2 &* k], keys[2 &* k &+ 1]) = Self.keys(packets[k < count ? lo &+ k : lo]) }
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64 &+ Self.walkGroup) { cur in
             nodes.withUnsafeBufferPointer { nodes in
-                leafRules.withUnsafeBufferPointer { leafRules in
-                    boxes.withUnsafeBufferPointer { boxes in
-                        var count = hi &- lo
-                        for k in 0..<count { cur[k] = 0; moving[k] = UInt32(truncatingIfNeeded: k) }
-                        while count > 0 {
-                            var kept = 0
-                            for j in 0..<count {
-                                let k = Int(moving[j])
-                                let at = cur[k]
-                                let n = nodes[Int(at)]
-                                let w = keys[2 &* k &+ Int((n.info &>> 8) & 1)]
-                                let child = n.base &+ UInt32(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))
-                                // All ones while inner, zero at a leaf: a select in arithmetic
-                                // (a `?:` here compiled to a branch that mispredicted as
-                                // packets reached their leaves).
-                                let keep = (n.info >> 31) &- 1
-                                cur[k] = child & keep | at & ~keep
-                                moving[kept] = UInt32(truncatingIfNeeded: k)
-                                kept &+= Int(keep & 1)
-                            }
-                            count = kept
+                groups.withUnsafeBufferPointer { groups in
+                        // Groups of `walkGroup` packets descend in lock-step, every packet a
+                        // level per round (one at its leaf stays there: a select, not a branch),
+                        // until the whole group is at its leaves.
+                        var g0 = 0
+                        while g0 < padded {
+                            for k in g0..<(g0 &+ Self.walkGroup) { cur[k] = 0 }
+                            var inner: UInt32
+                            repeat {
+                                inner = 0
+                                for k in g0..<(g0 &+ Self.walkGroup) {
+                                    let at = cur[k]
+                                    let n = nodes[Int(at)]
+                                    let w = keys[2 &* k &+ Int((n.info &>> 8) & 1)]
+                                    let child = n.base &+ UInt32(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))
+                                    // All ones while inner, zero at a leaf: a select in arithmetic
+                                    // (a `?:` here compiled to a branch that mispredicted as
+                                    // packets reached their leaves).
+                                    let keep = (n.info >> 31) &- 1
+                                    cur[k] = child & keep | at & ~keep
+                                    inner |= keep
+                                }
+                            } while inner != 0
+                            g0 &+= Self.walkGroup
                         }
                         for i in lo..<hi {
                             let f = packets[i]
                             guard usable(f) else { results[i] = (-2, .noMatch); continue }
-                            if let m = scan(nodes[Int(cur[i &- lo])], from: 0, f, leafRules, boxes, rules) {
+                            if let m = scan(nodes[Int(cur[i &- lo])], from: 0, f, keys[2 &* (i &- lo)], keys[2 &* (i &- lo) &+ 1], groups, rules) {
                                 results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
                             } else {
                                 results[i] = (-1, .noMatch)
                             }
                         }
-                    }
                 }
             }
         }
