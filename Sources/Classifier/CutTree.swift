@@ -41,15 +41,13 @@ struct CutTree: Sendable {
         @usableFromInline static let wordBit: UInt32 = 1 << 8
     }
 
-    /// A rule's box in a leaf: everything the rule can match on the five fields, as two
-    /// vectors a packet's vector (`vector(_:)`) is checked against in a few vector
-    /// instructions. Lanes of `mask` / `net`: source mask / network; destination mask /
+    /// A rule's box: everything the rule can match on the five fields, as the two lane sets a
+    /// leaf group (`LeafGroup`) stores field by field. Lanes of `mask` / `net`: source mask / network; destination mask /
     /// network; port spans / port lows (source port in the high 16 bits, destination port
     /// in the low, as in key word 1); protocol mask with `flags` in bits 8-15 / protocol.
-    @usableFromInline
     struct TreeEntry: Sendable {
-        @usableFromInline var mask: SIMD4<UInt32>
-        @usableFromInline var net: SIMD4<UInt32>
+        var mask: SIMD4<UInt32>
+        var net: SIMD4<UInt32>
 
         var srcNet: UInt32 { net[0] }
         var srcMask: UInt32 { mask[0] }
@@ -65,7 +63,7 @@ struct CutTree: Sendable {
         /// fragment flag or non-prefix mask), so a packet with ports in the box matches the rule
         /// without loading it. Bit 1: the rule has ports (it never matches a packet without
         /// an L4 header).
-        @usableFromInline var flags: UInt8 { UInt8(truncatingIfNeeded: mask[3] >> 8) }
+        var flags: UInt8 { UInt8(truncatingIfNeeded: mask[3] >> 8) }
 
         init(_ r: CompiledRule) {
             let (sportLo, sportSpan, dportLo, dportSpan) = r.portBox
@@ -493,22 +491,21 @@ struct CutTree: Sendable {
                         var g0 = 0
                         while g0 < padded {
                             for k in g0..<(g0 &+ Self.walkGroup) { cur[k] = 0 }
-                            var inner: UInt32
+                            var leaves: UInt32
                             repeat {
-                                inner = 0
+                                // The AND of the group's `info`s: the leaf bit stays set once
+                                // every packet of the group is at its leaf.
+                                leaves = ~0
                                 for k in g0..<(g0 &+ Self.walkGroup) {
                                     let at = cur[k]
                                     let n = nodes[Int(at)]
                                     let w = keys[2 &* k &+ Int((n.info &>> 8) & 1)]
                                     let child = n.base &+ UInt32(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))
-                                    // All ones while inner, zero at a leaf: a select in arithmetic
-                                    // (a `?:` here compiled to a branch that mispredicted as
-                                    // packets reached their leaves).
-                                    let keep = (n.info >> 31) &- 1
-                                    cur[k] = child & keep | at & ~keep
-                                    inner |= keep
+                                    // A conditional move (checked in the disassembly), not a branch.
+                                    cur[k] = n.info & Node.leafBit != 0 ? at : child
+                                    leaves &= n.info
                                 }
-                            } while inner != 0
+                            } while leaves & Node.leafBit == 0
                             g0 &+= Self.walkGroup
                         }
                         for i in lo..<hi {
