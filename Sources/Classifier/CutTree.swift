@@ -42,9 +42,10 @@ struct CutTree: Sendable {
     }
 
     /// A rule's box: everything the rule can match on the five fields, as the two lane sets a
-    /// leaf group (`LeafGroup`) stores field by field. Lanes of `mask` / `net`: source mask / network; destination mask /
-    /// network; port spans / port lows (source port in the high 16 bits, destination port
-    /// in the low, as in key word 1); protocol mask with `flags` in bits 8-15 / protocol.
+    /// leaf group (`LeafGroup`) stores field by field. Lanes of `mask` / `net`: source mask /
+    /// network; destination mask / network; port spans / port lows (source port in the high 16
+    /// bits, destination port in the low, as in key word 1); protocol mask with the flags in
+    /// bits 8-15 / protocol.
     struct TreeEntry: Sendable {
         var mask: SIMD4<UInt32>
         var net: SIMD4<UInt32>
@@ -59,11 +60,6 @@ struct CutTree: Sendable {
         var dportSpan: UInt16 { UInt16(truncatingIfNeeded: mask[2]) }
         var proto: UInt8 { UInt8(truncatingIfNeeded: net[3]) }
         var protoMask: UInt8 { UInt8(truncatingIfNeeded: mask[3]) }
-        /// Bit 0 (`exact`): the box is the whole header match (no inversion, interface,
-        /// fragment flag or non-prefix mask), so a packet with ports in the box matches the rule
-        /// without loading it. Bit 1: the rule has ports (it never matches a packet without
-        /// an L4 header).
-        var flags: UInt8 { UInt8(truncatingIfNeeded: mask[3] >> 8) }
 
         init(_ r: CompiledRule) {
             let (sportLo, sportSpan, dportLo, dportSpan) = r.portBox
@@ -79,6 +75,10 @@ struct CutTree: Sendable {
                 && (!r.portsUsed || (r.sportLo <= r.sportHi && r.dportLo <= r.dportHi))
             let whole = !r.srcInvert && !r.dstInvert && prefixes && normal && !r.protoInvert && r.inAny && r.outAny
                 && r.fragment == 0 && !(r.portsUsed && (r.sportInvert || r.dportInvert))
+            // Flags. Bit 0 (exact): the box is the whole header match (no inversion, interface,
+            // fragment flag or non-prefix mask), so a packet with ports in the box matches the
+            // rule without loading it. Bit 1: the rule has ports (it never matches a packet
+            // without an L4 header).
             let flags: UInt32 = (whole ? 1 : 0) | (r.portsUsed ? 2 : 0)
             mask = SIMD4(srcMask, dstMask, UInt32(sportSpan) << 16 | UInt32(dportSpan),
                          (exact ? 0xff : 0) | flags << 8)
@@ -113,34 +113,25 @@ struct CutTree: Sendable {
     /// `Int32.max`).
     @usableFromInline
     struct LeafGroup: Sendable {
-        @usableFromInline var index: SIMD4<Int32>
-        @usableFromInline var srcMask: SIMD4<UInt32>, srcNet: SIMD4<UInt32>
-        @usableFromInline var dstMask: SIMD4<UInt32>, dstNet: SIMD4<UInt32>
+        @usableFromInline var index: SIMD4<Int32> = .zero
+        @usableFromInline var srcMask: SIMD4<UInt32> = .zero, srcNet: SIMD4<UInt32> = .zero
+        @usableFromInline var dstMask: SIMD4<UInt32> = .zero, dstNet: SIMD4<UInt32> = .zero
         /// Port spans / lows: source port in the high 16 bits of a lane, destination in the low.
-        @usableFromInline var portSpan: SIMD4<UInt32>, portLo: SIMD4<UInt32>
-        /// Protocol mask with the entry's `TreeEntry.flags` in bits 8-15 / protocol.
-        @usableFromInline var protoMask: SIMD4<UInt32>, proto: SIMD4<UInt32>
+        @usableFromInline var portSpan: SIMD4<UInt32> = .zero, portLo: SIMD4<UInt32> = .zero
+        /// Protocol mask with the box's flags in bits 8-15 (bit 8: exact, bit 9: has ports; see
+        /// `TreeEntry.init`) / protocol.
+        @usableFromInline var protoMask: SIMD4<UInt32> = .zero, proto: SIMD4<UInt32> = .zero
 
+        /// The boxes of rules `indices` (an index past `boxes` pads: the `never` box).
         init(_ indices: ArraySlice<Int32>, _ boxes: [TreeEntry]) {
-            var g = LeafGroup(index: .zero, srcMask: .zero, srcNet: .zero, dstMask: .zero, dstNet: .zero,
-                              portSpan: .zero, portLo: .zero, protoMask: .zero, proto: .zero)
             for (j, r) in indices.enumerated() {
                 let e = Int(r) < boxes.count ? boxes[Int(r)] : TreeEntry.never
-                g.index[j] = Int(r) < boxes.count ? r : .max
-                g.srcMask[j] = e.mask[0]; g.srcNet[j] = e.net[0]
-                g.dstMask[j] = e.mask[1]; g.dstNet[j] = e.net[1]
-                g.portSpan[j] = e.mask[2]; g.portLo[j] = e.net[2]
-                g.protoMask[j] = e.mask[3]; g.proto[j] = e.net[3]
+                index[j] = Int(r) < boxes.count ? r : .max
+                srcMask[j] = e.mask[0]; srcNet[j] = e.net[0]
+                dstMask[j] = e.mask[1]; dstNet[j] = e.net[1]
+                portSpan[j] = e.mask[2]; portLo[j] = e.net[2]
+                protoMask[j] = e.mask[3]; proto[j] = e.net[3]
             }
-            self = g
-        }
-
-        private init(index: SIMD4<Int32>, srcMask: SIMD4<UInt32>, srcNet: SIMD4<UInt32>, dstMask: SIMD4<UInt32>,
-                     dstNet: SIMD4<UInt32>, portSpan: SIMD4<UInt32>, portLo: SIMD4<UInt32>, protoMask: SIMD4<UInt32>,
-                     proto: SIMD4<UInt32>) {
-            self.index = index; self.srcMask = srcMask; self.srcNet = srcNet; self.dstMask = dstMask
-            self.dstNet = dstNet; self.portSpan = portSpan; self.portLo = portLo; self.protoMask = protoMask
-            self.proto = proto
         }
 
         /// Bit j set: entry j's index is at least `from` and the packet is in its box. The
@@ -152,7 +143,7 @@ struct CutTree: Sendable {
             let ports = unsafeBitCast(SIMD8<Int16>(repeating: 0).replacing(with: -1, where: inPorts), to: SIMD4<Int32>.self)
             let m = (p.source & srcMask .== srcNet) .& (p.destination & dstMask .== dstNet)
                 .& (p.proto & protoMask .== proto) .& (ports .== SIMD4(repeating: -1)) .& (index .>= from)
-            let bits = SIMD4<Int32>(1, 2, 4, 8) & unsafeBitCast(SIMD4<Int32>(repeating: 0).replacing(with: -1, where: m), to: SIMD4<Int32>.self)
+            let bits = SIMD4<Int32>(1, 2, 4, 8) & SIMD4<Int32>(repeating: 0).replacing(with: -1, where: m)
             return UInt32(truncatingIfNeeded: bits.wrappedSum())
         }
     }
@@ -485,38 +476,37 @@ struct CutTree: Sendable {
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64 &+ Self.walkGroup) { cur in
             nodes.withUnsafeBufferPointer { nodes in
                 groups.withUnsafeBufferPointer { groups in
-                        // Groups of `walkGroup` packets descend in lock-step, every packet a
-                        // level per round (one at its leaf stays there: a select, not a branch),
-                        // until the whole group is at its leaves.
-                        var g0 = 0
-                        while g0 < padded {
-                            for k in g0..<(g0 &+ Self.walkGroup) { cur[k] = 0 }
-                            var leaves: UInt32
-                            repeat {
-                                // The AND of the group's `info`s: the leaf bit stays set once
-                                // every packet of the group is at its leaf.
-                                leaves = ~0
-                                for k in g0..<(g0 &+ Self.walkGroup) {
-                                    let at = cur[k]
-                                    let n = nodes[Int(at)]
-                                    let w = keys[2 &* k &+ Int((n.info &>> 8) & 1)]
-                                    let child = n.base &+ UInt32(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))
-                                    // A conditional move (checked in the disassembly), not a branch.
-                                    cur[k] = n.info & Node.leafBit != 0 ? at : child
-                                    leaves &= n.info
-                                }
-                            } while leaves & Node.leafBit == 0
-                            g0 &+= Self.walkGroup
-                        }
-                        for i in lo..<hi {
-                            let f = packets[i]
-                            guard usable(f) else { results[i] = (-2, .noMatch); continue }
-                            if let m = scan(nodes[Int(cur[i &- lo])], from: 0, f, keys[2 &* (i &- lo)], keys[2 &* (i &- lo) &+ 1], groups, rules) {
-                                results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
-                            } else {
-                                results[i] = (-1, .noMatch)
+                    // Groups of `walkGroup` packets descend in lock-step, every packet a
+                    // level per round, until the whole group is at its leaves.
+                    var g0 = 0
+                    while g0 < padded {
+                        for k in g0..<(g0 &+ Self.walkGroup) { cur[k] = 0 }
+                        var leaves: UInt32
+                        repeat {
+                            // The AND of the group's `info`s: the leaf bit stays set once
+                            // every packet of the group is at its leaf.
+                            leaves = ~0
+                            for k in g0..<(g0 &+ Self.walkGroup) {
+                                let at = cur[k]
+                                let n = nodes[Int(at)]
+                                let w = keys[2 &* k &+ Int((n.info &>> 8) & 1)]
+                                let child = n.base &+ UInt32(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))
+                                // A conditional move (checked in the disassembly), not a branch.
+                                cur[k] = n.info & Node.leafBit != 0 ? at : child
+                                leaves &= n.info
                             }
+                        } while leaves & Node.leafBit == 0
+                        g0 &+= Self.walkGroup
+                    }
+                    for i in lo..<hi {
+                        let f = packets[i]
+                        guard usable(f) else { results[i] = (-2, .noMatch); continue }
+                        if let m = scan(nodes[Int(cur[i &- lo])], from: 0, f, keys[2 &* (i &- lo)], keys[2 &* (i &- lo) &+ 1], groups, rules) {
+                            results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
+                        } else {
+                            results[i] = (-1, .noMatch)
                         }
+                    }
                 }
             }
         }
