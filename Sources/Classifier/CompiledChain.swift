@@ -140,10 +140,11 @@ public struct CompiledChain: Sendable {
     }
 
     /// The tuning knobs, for tests and experiments (`mergeSlack` 0: one table per exact tuple).
-    /// `tree` false: tuple tables only; `treeBudget`: nodes + entries the cut tree may use.
+    /// `tree` false: tuple tables only; `treeBudget`: nodes + entries the cut tree may use;
+    /// `treeLeafLimit`: rules per leaf its build stops at (default by size, see `CutTree`).
     public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int,
                 burstStageRules: Int = CompiledChain.burstStageRules, tree useTree: Bool = true,
-                treeBudget: Int? = nil) {
+                treeBudget: Int? = nil, treeLeafLimit: Int? = nil) {
         self.rules = rules
         tables = []
         slots = []
@@ -151,7 +152,7 @@ public struct CompiledChain: Sendable {
         guard rules.count >= max(linearBelow, 1) else { return }
         build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
         buildPrefilter(pairFilterKeys: pairFilterKeys)
-        if useTree, let t = CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count)) {
+        if useTree, let t = CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit) {
             tree = t
             hasTree = true
         }

@@ -17,8 +17,13 @@
 /// tuple tables alone.
 @usableFromInline
 struct CutTree: Sendable {
-    /// Rules per leaf the build stops at.
-    static let leafLimit = 8
+    /// Rules per leaf the build stops at: 8 below `bigSet` rules, 16 from there. Small trees sit
+    /// in L1/L2 and a lookup costs its instructions, which short leaves keep down; big ones cost
+    /// their cache misses, and leaves of 16 halve the nodes (acl1_10k 103k -> 32k, one level less
+    /// per lookup) and the misses: acl1_100k 113 -> 80 ns one at a time, 98 -> 74 in bursts;
+    /// acl1_1k 43 -> 53 ns in bursts the other way (docs/classifier.md, "Fourth pass").
+    static func leafLimit(rules: Int) -> Int { rules < bigSet ? 8 : 16 }
+    static let bigSet = 4096
     /// Per node, the children's rule lists (replicated rules counted once per child) plus the
     /// child count may reach `spaceFactor` times the node's rules (HiCuts' `spfac`).
     static let spaceFactor = 4
@@ -134,17 +139,43 @@ struct CutTree: Sendable {
             }
         }
 
-        /// Bit j set: entry j's index is at least `from` and the packet is in its box. The
-        /// packet's fields come splatted across the lanes (`Splat`).
+        /// Which entries' boxes hold the packet, whose fields come splatted across the lanes
+        /// (`Splat`).
         @inlinable @inline(__always)
-        func hits(_ p: Splat, from: SIMD4<Int32>) -> UInt32 {
+        func inBox(_ p: Splat) -> SIMDMask<SIMD4<Int32>> {
             let inPorts = unsafeBitCast(p.ports, to: SIMD8<UInt16>.self) &- unsafeBitCast(portLo, to: SIMD8<UInt16>.self)
                 .<= unsafeBitCast(portSpan, to: SIMD8<UInt16>.self)
             let ports = unsafeBitCast(SIMD8<Int16>(repeating: 0).replacing(with: -1, where: inPorts), to: SIMD4<Int32>.self)
-            let m = (p.source & srcMask .== srcNet) .& (p.destination & dstMask .== dstNet)
-                .& (p.proto & protoMask .== proto) .& (ports .== SIMD4(repeating: -1)) .& (index .>= from)
-            let bits = SIMD4<Int32>(1, 2, 4, 8) & SIMD4<Int32>(repeating: 0).replacing(with: -1, where: m)
-            return UInt32(truncatingIfNeeded: bits.wrappedSum())
+            return (p.source & srcMask .== srcNet) .& (p.destination & dstMask .== dstNet)
+                .& (p.proto & protoMask .== proto) .& (ports .== SIMD4(repeating: -1))
+        }
+
+        /// Entries whose box may answer alone: exact boxes (flag bit 0) and, for `need` 3 (a
+        /// packet without ports), only those of rules without ports (flag bit 1). `need` 0: none.
+        @inlinable @inline(__always)
+        func sure(need: SIMD4<UInt32>) -> SIMDMask<SIMD4<Int32>> {
+            (protoMask &>> 8) & need .== SIMD4(repeating: 1)
+        }
+
+        /// Bit 8j set: entry j's index is at least `from` and the packet is in its box (the first
+        /// hit is entry `trailingZeroBitCount / 8`).
+        @inlinable @inline(__always)
+        func hits(_ p: Splat, from: SIMD4<Int32>) -> UInt32 { Self.bits(inBox(p) .& (index .>= from)) }
+
+        /// A lane mask as bit 8j per lane j: the lanes narrowed to bytes (two packs and a move, not
+        /// a lane-by-lane extraction).
+        @inlinable @inline(__always)
+        static func bits(_ m: SIMDMask<SIMD4<Int32>>) -> UInt32 {
+            let v = SIMD4<Int32>(repeating: 0).replacing(with: 1, where: m)
+            return unsafeBitCast(SIMD4<UInt8>(truncatingIfNeeded: v), to: UInt32.self)
+        }
+
+        /// Two lane masks, `m` in bits 8j and `m .& n` in bits 8j + 1, narrowed together (packing
+        /// each apart made the compiler take the second lane by lane).
+        @inlinable @inline(__always)
+        static func bits(_ m: SIMDMask<SIMD4<Int32>>, _ n: SIMDMask<SIMD4<Int32>>) -> UInt32 {
+            let v = SIMD4<Int32>(repeating: 0).replacing(with: 1, where: m) | SIMD4<Int32>(repeating: 0).replacing(with: 3, where: m .& n)
+            return unsafeBitCast(SIMD4<UInt8>(truncatingIfNeeded: v), to: UInt32.self)
         }
     }
 
@@ -166,7 +197,8 @@ struct CutTree: Sendable {
 
     @usableFromInline var nodes: [Node] = []
     /// Leaves: runs of `LeafGroup`s (a leaf node's `base` is its first group, its count the
-    /// entries, a multiple of `group`). Identical leaves share their groups.
+    /// entries, a multiple of `group`). Identical leaves share their groups. Group 0 holds no
+    /// rule: an empty leaf's base.
     @usableFromInline var groups: [LeafGroup] = []
     /// Leaf entries (rule copies, padding included), for the statistics.
     private(set) var leafEntries = 0
@@ -193,7 +225,7 @@ struct CutTree: Sendable {
     init() {}
 
     /// nil when the tree would exceed `budget` nodes + entries.
-    init?(_ rules: [CompiledRule], budget: Int, leafLimit: Int = CutTree.leafLimit, spaceFactor: Int = CutTree.spaceFactor,
+    init?(_ rules: [CompiledRule], budget: Int, leafLimit: Int? = nil, spaceFactor: Int = CutTree.spaceFactor,
           maxBits: Int = CutTree.maxBits) {
         let boxes = rules.map { TreeEntry($0) }
         var lo = [[UInt32]](repeating: [], count: 5), hi = [[UInt32]](repeating: [], count: 5)
@@ -201,7 +233,7 @@ struct CutTree: Sendable {
             lo[d] = boxes.map { $0.range(d).lo }
             hi[d] = boxes.map { $0.range(d).hi }
         }
-        var b = Builder(lo: lo, hi: hi, budget: budget, leafLimit: leafLimit, spaceFactor: spaceFactor, maxBits: maxBits,
+        var b = Builder(lo: lo, hi: hi, budget: budget, leafLimit: leafLimit ?? Self.leafLimit(rules: rules.count), spaceFactor: spaceFactor, maxBits: maxBits,
                         pad: Int32(rules.count))
         b.nodes.append(Node(base: 0, info: Node.leafBit))
         do {
@@ -215,7 +247,7 @@ struct CutTree: Sendable {
         for g in stride(from: 0, to: b.leafRules.count, by: Self.group) {
             groups.append(LeafGroup(b.leafRules[g..<(g + Self.group)], boxes))
         }
-        leafEntries = b.leafRules.count
+        leafEntries = b.leafRules.count - Self.group
         depth = b.maxDepthSeen
         leaves = b.leaves
         largestLeaf = b.largestLeaf
@@ -240,6 +272,9 @@ struct CutTree: Sendable {
         init(lo: [[UInt32]], hi: [[UInt32]], budget: Int, leafLimit: Int, spaceFactor: Int, maxBits: Int, pad: Int32) {
             self.lo = lo; self.hi = hi; self.budget = budget
             self.leafLimit = leafLimit; self.spaceFactor = spaceFactor; self.maxBits = maxBits; self.pad = pad
+            // Group 0 is all padding: empty leaves point at it (base 0), so that a burst may
+            // check any leaf's first group without asking whether it has one.
+            leafRules = Array(repeating: pad, count: CutTree.group)
         }
 
         mutating func leaf(_ list: [Int32], slot: Int) throws(BudgetExceeded) {
@@ -392,7 +427,7 @@ struct CutTree: Sendable {
         let p = Splat(k0, k1)
         for g in groups[Int(n.base)..<(Int(n.base) + Int(n.info & ~Node.leafBit) / Self.group)] {
             let hits = g.hits(p, from: .zero)
-            if hits != 0 { scanned += hits.trailingZeroBitCount + 1; break }
+            if hits != 0 { scanned += hits.trailingZeroBitCount / 8 + 1; break }
             scanned += Self.group
         }
         return (depth, scanned)
@@ -434,7 +469,7 @@ struct CutTree: Sendable {
         while i < end {
             var hits = groups[i].hits(p, from: fromLanes)
             while hits != 0 {
-                let j = hits.trailingZeroBitCount
+                let j = hits.trailingZeroBitCount &>> 3
                 hits &= hits &- 1
                 let r = Int(groups[i].index[j])
                 if (groups[i].protoMask[j] >> 8) & need == 1 { return (r, .match) }
@@ -498,10 +533,25 @@ struct CutTree: Sendable {
                         } while leaves & Node.leafBit == 0
                         g0 &+= Self.walkGroup
                     }
+                    // Each packet's first leaf group, checked without a branch: when its first hit
+                    // is a box that answers alone (see `scan`), that is the answer, and only the
+                    // other packets take the scan (one branch per packet, mostly not taken).
                     for i in lo..<hi {
-                        let f = packets[i]
-                        guard usable(f) else { results[i] = (-2, .noMatch); continue }
-                        if let m = scan(nodes[Int(cur[i &- lo])], from: 0, f, keys[2 &* (i &- lo)], keys[2 &* (i &- lo) &+ 1], groups, rules) {
+                        let k = i &- lo
+                        let leaf = nodes[Int(cur[k])]
+                        let k0 = keys[2 &* k], k1 = keys[2 &* k &+ 1]
+                        let g = groups.baseAddress! + Int(leaf.base)
+                        let inBox = g.pointee.inBox(Splat(k0, k1))
+                        let f = packets.baseAddress! + i
+                        let need: UInt32 = f.pointee.hasL4 && !f.pointee.laterFragment ? 1 : usable(f.pointee) ? 3 : 0
+                        let b = LeafGroup.bits(inBox, g.pointee.sure(need: SIMD4(repeating: need)))
+                        let all = b & 0x0101_0101, sure = b &>> 1 & 0x0101_0101
+                        // No hit in a leaf of one group (or none): no match.
+                        let none = all == 0 && leaf.info & ~Node.leafBit <= UInt32(Self.group)
+                        results[i] = all == 0 ? (-1, .noMatch) : (g.pointee.index[Int(all.trailingZeroBitCount &>> 3) & 3], .match)
+                        if sure & (all & (0 &- all)) != 0 || (none && need != 0) { continue }
+                        guard usable(f.pointee) else { results[i] = (-2, .noMatch); continue }
+                        if let m = scan(leaf, from: 0, f.pointee, k0, k1, groups, rules) {
                             results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
                         } else {
                             results[i] = (-1, .noMatch)

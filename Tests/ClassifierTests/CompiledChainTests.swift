@@ -161,11 +161,14 @@ final class CompiledChainTests: XCTestCase {
         for set in 0..<160 {
             let n = [0, 1, 5, 15, 16, 17, 40, 100, 300][set % 9] + (set % 9 > 3 ? g.below(20) : 0)
             let rules = Self.randomRules(&g, count: n)
-            // Every other set compiles even tiny chains (the engine scans them); every fourth
-            // uses the tuple tables alone (no cut tree).
-            let chain = switch set % 4 {
-            case 0, 2: CompiledChain(rules)
+            // Every other set compiles even tiny chains (the engine scans them), half of those with
+            // the leaves of a big set's tree (16 rules, not 8); every fourth uses the tuple tables
+            // alone (no cut tree).
+            let chain = switch set % 8 {
+            case 0, 2, 4, 6: CompiledChain(rules)
             case 1: CompiledChain(rules, linearBelow: 0)
+            case 5: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
+                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeLeafLimit: 16)
             default: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack,
                                    collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, tree: false)
             }
@@ -266,7 +269,7 @@ final class CompiledChainTests: XCTestCase {
             let rules = Self.randomRules(&g, count: [20, 150, 400][set % 3])
             let chain = set % 2 == 0
                 ? CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: 16,
-                                pairFilterKeys: CompiledChain.pairFilterKeys, burstStageRules: 0)
+                                pairFilterKeys: CompiledChain.pairFilterKeys, burstStageRules: 0, treeLeafLimit: [8, 16][set / 2 % 2])
                 : CompiledChain(rules)
             XCTAssertEqual(chain.stagedBursts, set % 2 == 0 && chain.layout.words > 0 && !chain.hasTree)
             let packets = (0..<300).map { _ in Self.randomPacket(&g, rules) }
