@@ -17,11 +17,11 @@
 /// tuple tables alone.
 @usableFromInline
 struct CutTree: Sendable {
-    /// Rules per leaf the build stops at: 8 below `bigSet` rules, 16 from there. Small trees sit
-    /// in L1/L2 and a lookup costs its instructions, which short leaves keep down; big ones cost
-    /// their cache misses, and leaves of 16 halve the nodes (acl1_10k 103k -> 32k, one level less
-    /// per lookup) and the misses: acl1_100k 113 -> 80 ns one at a time, 98 -> 74 in bursts;
-    /// acl1_1k 43 -> 53 ns in bursts the other way (docs/classifier.md, "Fourth pass").
+    /// Rules per leaf the build stops at: 8 below `bigSet` rules, 16 from there. A small tree
+    /// sits in L1/L2 and a lookup costs its instructions, which short leaves keep down; a big one
+    /// costs its cache misses, and leaves of 16 cut the nodes by two thirds (acl1_10k: 103k ->
+    /// 32k, 7.1 -> 4.9 levels per lookup, L2 misses per lookup 1.24 -> 0.43; see
+    /// docs/classifier.md, "Fourth pass").
     static func leafLimit(rules: Int) -> Int { rules < bigSet ? 8 : 16 }
     static let bigSet = 4096
     /// Per node, the children's rule lists (replicated rules counted once per child) plus the
@@ -150,13 +150,6 @@ struct CutTree: Sendable {
                 .& (p.proto & protoMask .== proto) .& (ports .== SIMD4(repeating: -1))
         }
 
-        /// Entries whose box may answer alone: exact boxes (flag bit 0) and, for `need` 3 (a
-        /// packet without ports), only those of rules without ports (flag bit 1). `need` 0: none.
-        @inlinable @inline(__always)
-        func sure(need: SIMD4<UInt32>) -> SIMDMask<SIMD4<Int32>> {
-            (protoMask &>> 8) & need .== SIMD4(repeating: 1)
-        }
-
         /// Bit 8j set: entry j's index is at least `from` and the packet is in its box (the first
         /// hit is entry `trailingZeroBitCount / 8`).
         @inlinable @inline(__always)
@@ -167,14 +160,6 @@ struct CutTree: Sendable {
         @inlinable @inline(__always)
         static func bits(_ m: SIMDMask<SIMD4<Int32>>) -> UInt32 {
             let v = SIMD4<Int32>(repeating: 0).replacing(with: 1, where: m)
-            return unsafeBitCast(SIMD4<UInt8>(truncatingIfNeeded: v), to: UInt32.self)
-        }
-
-        /// Two lane masks, `m` in bits 8j and `m .& n` in bits 8j + 1, narrowed together (packing
-        /// each apart made the compiler take the second lane by lane).
-        @inlinable @inline(__always)
-        static func bits(_ m: SIMDMask<SIMD4<Int32>>, _ n: SIMDMask<SIMD4<Int32>>) -> UInt32 {
-            let v = SIMD4<Int32>(repeating: 0).replacing(with: 1, where: m) | SIMD4<Int32>(repeating: 0).replacing(with: 3, where: m .& n)
             return unsafeBitCast(SIMD4<UInt8>(truncatingIfNeeded: v), to: UInt32.self)
         }
     }
@@ -197,8 +182,7 @@ struct CutTree: Sendable {
 
     @usableFromInline var nodes: [Node] = []
     /// Leaves: runs of `LeafGroup`s (a leaf node's `base` is its first group, its count the
-    /// entries, a multiple of `group`). Identical leaves share their groups. Group 0 holds no
-    /// rule: an empty leaf's base.
+    /// entries, a multiple of `group`). Identical leaves share their groups.
     @usableFromInline var groups: [LeafGroup] = []
     /// Leaf entries (rule copies, padding included), for the statistics.
     private(set) var leafEntries = 0
@@ -247,7 +231,7 @@ struct CutTree: Sendable {
         for g in stride(from: 0, to: b.leafRules.count, by: Self.group) {
             groups.append(LeafGroup(b.leafRules[g..<(g + Self.group)], boxes))
         }
-        leafEntries = b.leafRules.count - Self.group
+        leafEntries = b.leafRules.count
         depth = b.maxDepthSeen
         leaves = b.leaves
         largestLeaf = b.largestLeaf
@@ -272,9 +256,6 @@ struct CutTree: Sendable {
         init(lo: [[UInt32]], hi: [[UInt32]], budget: Int, leafLimit: Int, spaceFactor: Int, maxBits: Int, pad: Int32) {
             self.lo = lo; self.hi = hi; self.budget = budget
             self.leafLimit = leafLimit; self.spaceFactor = spaceFactor; self.maxBits = maxBits; self.pad = pad
-            // Group 0 is all padding: empty leaves point at it (base 0), so that a burst may
-            // check any leaf's first group without asking whether it has one.
-            leafRules = Array(repeating: pad, count: CutTree.group)
         }
 
         mutating func leaf(_ list: [Int32], slot: Int) throws(BudgetExceeded) {
@@ -533,25 +514,11 @@ struct CutTree: Sendable {
                         } while leaves & Node.leafBit == 0
                         g0 &+= Self.walkGroup
                     }
-                    // Each packet's first leaf group, checked without a branch: when its first hit
-                    // is a box that answers alone (see `scan`), that is the answer, and only the
-                    // other packets take the scan (one branch per packet, mostly not taken).
                     for i in lo..<hi {
+                        let f = packets[i]
+                        guard usable(f) else { results[i] = (-2, .noMatch); continue }
                         let k = i &- lo
-                        let leaf = nodes[Int(cur[k])]
-                        let k0 = keys[2 &* k], k1 = keys[2 &* k &+ 1]
-                        let g = groups.baseAddress! + Int(leaf.base)
-                        let inBox = g.pointee.inBox(Splat(k0, k1))
-                        let f = packets.baseAddress! + i
-                        let need: UInt32 = f.pointee.hasL4 && !f.pointee.laterFragment ? 1 : usable(f.pointee) ? 3 : 0
-                        let b = LeafGroup.bits(inBox, g.pointee.sure(need: SIMD4(repeating: need)))
-                        let all = b & 0x0101_0101, sure = b &>> 1 & 0x0101_0101
-                        // No hit in a leaf of one group (or none): no match.
-                        let none = all == 0 && leaf.info & ~Node.leafBit <= UInt32(Self.group)
-                        results[i] = all == 0 ? (-1, .noMatch) : (g.pointee.index[Int(all.trailingZeroBitCount &>> 3) & 3], .match)
-                        if sure & (all & (0 &- all)) != 0 || (none && need != 0) { continue }
-                        guard usable(f.pointee) else { results[i] = (-2, .noMatch); continue }
-                        if let m = scan(leaf, from: 0, f.pointee, k0, k1, groups, rules) {
+                        if let m = scan(nodes[Int(cur[k])], from: 0, f, keys[2 &* k], keys[2 &* k &+ 1], groups, rules) {
                             results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
                         } else {
                             results[i] = (-1, .noMatch)
