@@ -161,9 +161,9 @@ final class CompiledChainTests: XCTestCase {
         for set in 0..<160 {
             let n = [0, 1, 5, 15, 16, 17, 40, 100, 300][set % 9] + (set % 9 > 3 ? g.below(20) : 0)
             let rules = Self.randomRules(&g, count: n)
-            // Every other set compiles even tiny chains (the engine scans them), half of those with
-            // the leaves of a big set's tree (16 rules, not 8); every fourth uses the tuple tables
-            // alone (no cut tree).
+            // Every other set compiles even tiny chains (the engine scans them); every fourth
+            // uses the tuple tables alone (no cut tree); every eighth builds its tree with the
+            // leaves of a big set (16 rules, not 8).
             let chain = switch set % 8 {
             case 0, 2, 4, 6: CompiledChain(rules)
             case 1: CompiledChain(rules, linearBelow: 0)
