@@ -34,6 +34,9 @@ struct CutTree: Sendable {
     @usableFromInline static let group = 4
     /// Packets of a burst that descend the tree in lock-step.
     @usableFromInline static let walkGroup = 4
+    /// The index of the entries that pad leaves to whole groups (their box is `never`); it sorts
+    /// after every rule.
+    static let padIndex = Int32.max
 
     @usableFromInline
     struct Node: Sendable {
@@ -115,7 +118,7 @@ struct CutTree: Sendable {
     /// Four leaf entries, field by field (structure of arrays), so that one vector instruction
     /// checks a field of all four: lanes hold `TreeEntry.mask` / `net` lane by lane, plus the
     /// rules' indices. A leaf is a run of groups, padded with the `never` box (index
-    /// `Int32.max`).
+    /// `padIndex`).
     @usableFromInline
     struct LeafGroup: Sendable {
         @usableFromInline var index: SIMD4<Int32> = .zero
@@ -127,11 +130,11 @@ struct CutTree: Sendable {
         /// `TreeEntry.init`) / protocol.
         @usableFromInline var protoMask: SIMD4<UInt32> = .zero, proto: SIMD4<UInt32> = .zero
 
-        /// The boxes of rules `indices` (an index past `boxes` pads: the `never` box).
+        /// The boxes of rules `indices` (`padIndex` pads: the `never` box).
         init(_ indices: ArraySlice<Int32>, _ boxes: [TreeEntry]) {
             for (j, r) in indices.enumerated() {
-                let e = Int(r) < boxes.count ? boxes[Int(r)] : TreeEntry.never
-                index[j] = Int(r) < boxes.count ? r : .max
+                let e = r == CutTree.padIndex ? TreeEntry.never : boxes[Int(r)]
+                index[j] = r
                 srcMask[j] = e.mask[0]; srcNet[j] = e.net[0]
                 dstMask[j] = e.mask[1]; dstNet[j] = e.net[1]
                 portSpan[j] = e.mask[2]; portLo[j] = e.net[2]
@@ -217,8 +220,8 @@ struct CutTree: Sendable {
             lo[d] = boxes.map { $0.range(d).lo }
             hi[d] = boxes.map { $0.range(d).hi }
         }
-        var b = Builder(lo: lo, hi: hi, budget: budget, leafLimit: leafLimit ?? Self.leafLimit(rules: rules.count), spaceFactor: spaceFactor, maxBits: maxBits,
-                        pad: Int32(rules.count))
+        var b = Builder(lo: lo, hi: hi, budget: budget, leafLimit: leafLimit ?? Self.leafLimit(rules: rules.count),
+                        spaceFactor: spaceFactor, maxBits: maxBits)
         b.nodes.append(Node(base: 0, info: Node.leafBit))
         do {
             try b.build(Array(0..<Int32(rules.count)), region: Builder.Region(), slot: 0, depth: 0)
@@ -245,17 +248,15 @@ struct CutTree: Sendable {
         let lo: [[UInt32]], hi: [[UInt32]]
         let budget: Int
         let leafLimit: Int, spaceFactor: Int, maxBits: Int
-        /// The rule index that pads leaves (its box is `never`).
-        let pad: Int32
         var nodes: [Node] = []
         var leafRules: [Int32] = []
         /// Leaf lists already laid out (identical lists share their entries).
         var laidOut: [[Int32]: UInt32] = [:]
         var maxDepthSeen = 0, leaves = 0, largestLeaf = 0
 
-        init(lo: [[UInt32]], hi: [[UInt32]], budget: Int, leafLimit: Int, spaceFactor: Int, maxBits: Int, pad: Int32) {
+        init(lo: [[UInt32]], hi: [[UInt32]], budget: Int, leafLimit: Int, spaceFactor: Int, maxBits: Int) {
             self.lo = lo; self.hi = hi; self.budget = budget
-            self.leafLimit = leafLimit; self.spaceFactor = spaceFactor; self.maxBits = maxBits; self.pad = pad
+            self.leafLimit = leafLimit; self.spaceFactor = spaceFactor; self.maxBits = maxBits
         }
 
         mutating func leaf(_ list: [Int32], slot: Int) throws(BudgetExceeded) {
@@ -269,7 +270,7 @@ struct CutTree: Sendable {
             } else {
                 start = UInt32(leafRules.count)
                 leafRules.append(contentsOf: list)
-                leafRules.append(contentsOf: repeatElement(pad, count: padded - list.count))
+                leafRules.append(contentsOf: repeatElement(CutTree.padIndex, count: padded - list.count))
                 laidOut[list] = start
             }
             nodes[slot] = Node(base: start, info: Node.leafBit | UInt32(padded))
