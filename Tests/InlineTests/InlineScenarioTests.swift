@@ -82,7 +82,9 @@ final class InlineScenarioTests: XCTestCase {
         if started { router.finish(file: file, line: line) }
         let elapsed = monotonic() - t0
         print("[inline] \(name): \(String(format: "%.2f", elapsed)) s")
-        XCTAssertLessThan(elapsed, 20, "scenario took too long", file: file, line: line)
+        // A hang guard, not a speed check: scenarios take 2-25 s here, longer when the VM's steal
+        // time is high (23.7 s for a REJECT scenario at 60-78% steal).
+        XCTAssertLessThan(elapsed, 90, "scenario took too long (hung?)", file: file, line: line)
         if let failure { throw failure }
     }
 

@@ -128,7 +128,8 @@ final class Topology {
     }
 
     private func waitReady(_ b: Background, _ ready: String, _ what: String) throws {
-        let ok = waitUntil(timeout: 5) { FileManager.default.fileExists(atPath: ready) || !b.isRunning }
+        // Generous: a server started under heavy steal time missed 5 s once.
+        let ok = waitUntil(timeout: 15) { FileManager.default.fileExists(atPath: ready) || !b.isRunning }
         if !ok || !FileManager.default.fileExists(atPath: ready) {
             throw InlineError("\(what) did not start: \(b.stderr)")
         }
