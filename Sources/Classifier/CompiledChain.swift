@@ -141,10 +141,11 @@ public struct CompiledChain: Sendable {
 
     /// The tuning knobs, for tests and experiments (`mergeSlack` 0: one table per exact tuple).
     /// `tree` false: tuple tables only; `treeBudget`: nodes + entries the cut tree may use;
-    /// `treeLeafLimit`: rules per leaf its build stops at (default by size, see `CutTree`).
+    /// `treeLeafLimit`: rules per leaf its build stops at (default by size, see `CutTree`);
+    /// `treeSeparate`: a forest even when one tree would fit the budget.
     public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int,
                 burstStageRules: Int = CompiledChain.burstStageRules, tree useTree: Bool = true,
-                treeBudget: Int? = nil, treeLeafLimit: Int? = nil) {
+                treeBudget: Int? = nil, treeLeafLimit: Int? = nil, treeSeparate: Bool = false) {
         self.rules = rules
         tables = []
         slots = []
@@ -152,7 +153,8 @@ public struct CompiledChain: Sendable {
         guard rules.count >= max(linearBelow, 1) else { return }
         build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
         buildPrefilter(pairFilterKeys: pairFilterKeys)
-        if useTree, let t = CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit) {
+        if useTree, let t = CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit,
+                                        separate: treeSeparate) {
             tree = t
             hasTree = true
         }
@@ -170,9 +172,10 @@ public struct CompiledChain: Sendable {
     /// Diagnostics: the cut tree's walk for `f` (nodes descended, leaf entries looked at).
     public func treeWalk(_ f: PacketFields) -> (depth: Int, scanned: Int)? { hasTree ? tree.walk(f) : nil }
 
-    /// Whether the chain has a cut tree (see `CutTree`), and its shape.
-    public var treeSummary: (nodes: Int, entries: Int, leaves: Int, depth: Int, largestLeaf: Int)? {
-        hasTree ? (tree.nodes.count, tree.leafEntries, tree.leaves, tree.depth, tree.largestLeaf) : nil
+    /// Whether the chain has a cut tree (see `CutTree`), and its shape (`trees` > 1: a forest,
+    /// the rules separated by which addresses they leave wide).
+    public var treeSummary: (nodes: Int, entries: Int, leaves: Int, depth: Int, largestLeaf: Int, trees: Int)? {
+        hasTree ? (tree.nodes.count, tree.leafEntries, tree.leaves, tree.depth, tree.largestLeaf, tree.roots.count) : nil
     }
 
     /// Number of hash tables (0 when the chain is scanned linearly).

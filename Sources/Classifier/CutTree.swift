@@ -184,6 +184,9 @@ struct CutTree: Sendable {
     }
 
     @usableFromInline var nodes: [Node] = []
+    /// The root node of each tree: one, or (when one tree would pass the budget) one per part of
+    /// the rules as `separate` splits them; a lookup takes the smallest answer of all.
+    @usableFromInline var roots: [UInt32] = [0]
     /// Leaves: runs of `LeafGroup`s (a leaf node's `base` is its first group, its count the
     /// entries, a multiple of `group`). Identical leaves share their groups.
     @usableFromInline var groups: [LeafGroup] = []
@@ -211,22 +214,36 @@ struct CutTree: Sendable {
     /// No tree.
     init() {}
 
-    /// nil when the tree would exceed `budget` nodes + entries.
+    /// One tree, or when that would exceed `budget` nodes + entries a forest over the parts
+    /// `separate` splits the rules into; nil when that exceeds it too. `separate` (tests): a
+    /// forest whenever the rules fall into two parts or more, small parts kept apart.
     init?(_ rules: [CompiledRule], budget: Int, leafLimit: Int? = nil, spaceFactor: Int = CutTree.spaceFactor,
-          maxBits: Int = CutTree.maxBits) {
+          maxBits: Int = CutTree.maxBits, separate: Bool = false) {
         let boxes = rules.map { TreeEntry($0) }
         var lo = [[UInt32]](repeating: [], count: 5), hi = [[UInt32]](repeating: [], count: 5)
         for d in 0..<5 {
             lo[d] = boxes.map { $0.range(d).lo }
             hi[d] = boxes.map { $0.range(d).hi }
         }
-        var b = Builder(lo: lo, hi: hi, budget: budget, leafLimit: leafLimit ?? Self.leafLimit(rules: rules.count),
-                        spaceFactor: spaceFactor, maxBits: maxBits)
-        b.nodes.append(Node(base: 0, info: Node.leafBit))
-        do {
-            try b.build(Array(0..<Int32(rules.count)), region: Builder.Region(), slot: 0, depth: 0)
-        } catch { return nil }
+        func build(_ parts: [[Int32]]) -> Builder? {
+            var b = Builder(lo: lo, hi: hi, budget: budget, leafLimit: leafLimit ?? Self.leafLimit(rules: rules.count),
+                            spaceFactor: spaceFactor, maxBits: maxBits)
+            do {
+                for part in parts {
+                    b.roots.append(UInt32(b.nodes.count))
+                    b.nodes.append(Node(base: 0, info: Node.leafBit))
+                    try b.build(part, region: Builder.Region(), slot: b.nodes.count - 1, depth: 0)
+                }
+            } catch { return nil }
+            return b
+        }
+        let all = [Array(0..<Int32(rules.count))]
+        guard let b = (separate ? nil : build(all)) ?? {
+            let parts = Self.separate(boxes, smallest: separate ? 1 : max(rules.count / 32, 64))
+            return parts.count > 1 ? build(parts) : separate ? build(all) : nil
+        }() else { return nil }
         nodes = b.nodes
+        roots = b.roots
         for i in nodes.indices where nodes[i].info & Node.leafBit != 0 {
             nodes[i].base /= UInt32(Self.group)
         }
@@ -240,6 +257,34 @@ struct CutTree: Sendable {
         largestLeaf = b.largestLeaf
     }
 
+    /// An address prefix shorter than this is wide: `separate` puts rules with a wide source,
+    /// destination, both or neither in different trees.
+    static let wideBits = 8
+
+    /// The rules split by which addresses they leave wide (EffiCuts' separation, on the two
+    /// address fields): a rule wide in a field is copied into every child of a cut on it, and
+    /// wide rules crossing narrow ones (ClassBench fw1 and ipc1) multiply each other's copies past
+    /// any budget; apart, each tree cuts the fields its rules fix. A part under `smallest` rules
+    /// (1/32 of them, at least 64) joins a wider one (any tree is sound for any rule: boxes only go where they
+    /// overlap). Each part ascending.
+    static func separate(_ boxes: [TreeEntry], smallest: Int) -> [[Int32]] {
+        // Index: source wide (1) | destination wide (2).
+        var parts = [[Int32]](repeating: [], count: 4)
+        for (i, e) in boxes.enumerated() {
+            let c = (e.srcMask.nonzeroBitCount < wideBits ? 1 : 0) | (e.dstMask.nonzeroBitCount < wideBits ? 2 : 0)
+            parts[c].append(Int32(i))
+        }
+        if parts[0].count < smallest {
+            parts[parts[1].count >= parts[2].count ? 1 : 2] += parts[0]
+            parts[0] = []
+        }
+        for c in [1, 2] where parts[c].count < smallest {
+            parts[3] += parts[c]
+            parts[c] = []
+        }
+        return parts.filter { !$0.isEmpty }.map { $0.sorted() }
+    }
+
     var bytes: Int {
         nodes.count * MemoryLayout<Node>.stride + groups.count * MemoryLayout<LeafGroup>.stride
     }
@@ -249,6 +294,7 @@ struct CutTree: Sendable {
         let budget: Int
         let leafLimit: Int, spaceFactor: Int, maxBits: Int
         var nodes: [Node] = []
+        var roots: [UInt32] = []
         var leafRules: [Int32] = []
         /// Leaf lists already laid out (identical lists share their entries).
         var laidOut: [[Int32]: UInt32] = [:]
@@ -399,26 +445,28 @@ struct CutTree: Sendable {
     /// Diagnostics (not the lookup path): nodes descended and leaf entries looked at for `f`.
     func walk(_ f: PacketFields) -> (depth: Int, scanned: Int) {
         let (k0, k1) = Self.keys(f)
-        var n = nodes[0], depth = 0
-        while n.info & Node.leafBit == 0 {
-            let w = n.info & Node.wordBit != 0 ? k1 : k0
-            n = nodes[Int(n.base) + Int(truncatingIfNeeded: (w >> UInt64(n.info & 63)) & UInt64(n.info >> 16))]
-            depth += 1
-        }
-        var scanned = 0
-        let p = Splat(k0, k1)
-        for g in groups[Int(n.base)..<(Int(n.base) + Int(n.info & ~Node.leafBit) / Self.group)] {
-            let hits = g.hits(p, from: .zero)
-            if hits != 0 { scanned += hits.trailingZeroBitCount / 8 + 1; break }
-            scanned += Self.group
+        var depth = 0, scanned = 0
+        for root in roots {
+            var n = nodes[Int(root)]
+            while n.info & Node.leafBit == 0 {
+                let w = n.info & Node.wordBit != 0 ? k1 : k0
+                n = nodes[Int(n.base) + Int(truncatingIfNeeded: (w >> UInt64(n.info & 63)) & UInt64(n.info >> 16))]
+                depth += 1
+            }
+            let p = Splat(k0, k1)
+            for g in groups[Int(n.base)..<(Int(n.base) + Int(n.info & ~Node.leafBit) / Self.group)] {
+                let hits = g.hits(p, from: .zero)
+                if hits != 0 { scanned += hits.trailingZeroBitCount / 8 + 1; break }
+                scanned += Self.group
+            }
         }
         return (depth, scanned)
     }
 
     /// The packet's leaf.
     @inlinable @inline(__always)
-    func descend(_ k0: UInt64, _ k1: UInt64, _ nodes: UnsafeBufferPointer<Node>) -> Node {
-        var n = nodes[0]
+    func descend(_ k0: UInt64, _ k1: UInt64, _ nodes: UnsafeBufferPointer<Node>, root: Int = 0) -> Node {
+        var n = nodes[root]
         while n.info & Node.leafBit == 0 {
             let w = n.info & Node.wordBit != 0 ? k1 : k0
             n = nodes[Int(n.base) &+ Int(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))]
@@ -426,14 +474,15 @@ struct CutTree: Sendable {
         return n
     }
 
-    /// The first rule at or after `from` in `leaf` that matches (or hotdrops). Rules are
+    /// The first rule at or after `from`, and before `below` when `bounded`, in `leaf` that
+    /// matches (or hotdrops). Rules are
     /// checked a group at a time: the group's hits (index >= from and packet inside the box)
     /// become bits of a mask with no branch per rule (which rule of a leaf a packet hits is
     /// what a branch predictor cannot learn), then the hits are decided lowest first: an exact
     /// box is the answer, other rules are checked on the rule.
     @inlinable @inline(__always)
     func scan(_ leaf: Node, from: Int32, _ f: PacketFields, _ k0: UInt64, _ k1: UInt64, _ groups: UnsafeBufferPointer<LeafGroup>,
-              _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
+              _ rules: UnsafeBufferPointer<CompiledRule>, bounded: Bool = false, below: Int32 = .max) -> (index: Int, result: MatchResult)? {
         var i = Int(leaf.base)
         let end = i &+ Int(leaf.info & ~Node.leafBit) / Self.group
         if from > 0 && end &- i > 1 && groups[i].index[Self.group &- 1] < from {
@@ -449,11 +498,13 @@ struct CutTree: Sendable {
         let need: UInt32 = f.hasL4 && !f.laterFragment ? 1 : 3
         let p = Splat(k0, k1), fromLanes = SIMD4<Int32>(repeating: from)
         while i < end {
+            if bounded && groups[i].index[0] >= below { return nil }
             var hits = groups[i].hits(p, from: fromLanes)
             while hits != 0 {
                 let j = hits.trailingZeroBitCount &>> 3
                 hits &= hits &- 1
                 let r = Int(groups[i].index[j])
+                if bounded && r >= below { return nil }
                 if (groups[i].protoMask[j] >> 8) & need == 1 { return (r, .match) }
                 let m = rules[r].matchesBranchFree(f)
                 if m != .noMatch { return (r, m) }
@@ -467,10 +518,32 @@ struct CutTree: Sendable {
     /// packet whose ports are known or irrelevant, `LinearClassifier.firstMatch`'s answer.
     @inlinable
     func firstMatch(from: Int32, _ f: PacketFields, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
-        nodes.withUnsafeBufferPointer { nodes in
+        if roots.count > 1 { return forestMatch(from: from, f, rules) }
+        return nodes.withUnsafeBufferPointer { nodes in
             groups.withUnsafeBufferPointer { groups in
                 let (k0, k1) = Self.keys(f)
                 return scan(descend(k0, k1, nodes), from: from, f, k0, k1, groups, rules)
+            }
+        }
+    }
+
+    /// `firstMatch` in a forest: the smallest answer of its trees; each scan stops at the best
+    /// so far. (Apart from `firstMatch` so that one tree's lookup does not touch `roots`.)
+    @inlinable
+    func forestMatch(from: Int32, _ f: PacketFields, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
+        nodes.withUnsafeBufferPointer { nodes in
+            groups.withUnsafeBufferPointer { groups in
+                roots.withUnsafeBufferPointer { roots in
+                    let (k0, k1) = Self.keys(f)
+                    var best: (index: Int, result: MatchResult)? = nil
+                    for root in roots {
+                        if let m = scan(descend(k0, k1, nodes, root: Int(root)), from: from, f, k0, k1, groups, rules,
+                                        bounded: true, below: Int32(truncatingIfNeeded: best?.index ?? Int(Int32.max))) {
+                            best = m
+                        }
+                    }
+                    return best
+                }
             }
         }
     }
@@ -493,11 +566,12 @@ struct CutTree: Sendable {
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64 &+ Self.walkGroup) { cur in
             nodes.withUnsafeBufferPointer { nodes in
                 groups.withUnsafeBufferPointer { groups in
+                    for (t, root) in roots.enumerated() {
                     // Groups of `walkGroup` packets descend in lock-step, every packet a
                     // level per round, until the whole group is at its leaves.
                     var g0 = 0
                     while g0 < padded {
-                        for k in g0..<(g0 &+ Self.walkGroup) { cur[k] = 0 }
+                        for k in g0..<(g0 &+ Self.walkGroup) { cur[k] = root }
                         var leaves: UInt32
                         repeat {
                             // The AND of the group's `info`s: the leaf bit stays set once
@@ -515,15 +589,27 @@ struct CutTree: Sendable {
                         } while leaves & Node.leafBit == 0
                         g0 &+= Self.walkGroup
                     }
-                    for i in lo..<hi {
-                        let f = packets[i]
-                        guard usable(f) else { results[i] = (-2, .noMatch); continue }
-                        let k = i &- lo
-                        if let m = scan(nodes[Int(cur[k])], from: 0, f, keys[2 &* k], keys[2 &* k &+ 1], groups, rules) {
-                            results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
-                        } else {
-                            results[i] = (-1, .noMatch)
+                    if t == 0 {
+                        for i in lo..<hi {
+                            let f = packets[i]
+                            guard usable(f) else { results[i] = (-2, .noMatch); continue }
+                            let k = i &- lo
+                            if let m = scan(nodes[Int(cur[k])], from: 0, f, keys[2 &* k], keys[2 &* k &+ 1], groups, rules) {
+                                results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
+                            } else {
+                                results[i] = (-1, .noMatch)
+                            }
                         }
+                    } else {
+                        // The next tree of a forest: only answers before the best so far.
+                        for i in lo..<hi where results[i].index != -2 {
+                            let k = i &- lo, best = results[i].index
+                            if let m = scan(nodes[Int(cur[k])], from: 0, packets[i], keys[2 &* k], keys[2 &* k &+ 1], groups, rules,
+                                            bounded: true, below: best < 0 ? .max : best) {
+                                results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
+                            }
+                        }
+                    }
                     }
                 }
             }

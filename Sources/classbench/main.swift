@@ -8,7 +8,8 @@
 // Run one set per process for a per-set peak RSS.
 // Environment: CB_NOTREE=1 compiles the tuple tables alone (no cut tree); CB_CG=single|burst
 // runs one pass of lookups and nothing else (for cachegrind); CB_SLACK / CB_LIMIT set the tuple
-// tables' merge slack and collision limit; CB_TABLES prints them; CB_SAME times repeated packets.
+// tables' merge slack and collision limit; CB_BUDGET / CB_LEAF the cut tree's budget and rules per
+// leaf; CB_TABLES prints the tables; CB_SAME times repeated packets.
 import Classifier
 import Foundation
 import Rules
@@ -136,14 +137,16 @@ for set in sets {
     let parsed = ContinuousClock.now - t0
     let t1 = ContinuousClock.now
     let env = ProcessInfo.processInfo.environment
-    // CB_SLACK / CB_LIMIT: tuple-table knobs; CB_NOTREE: tuple tables only (no cut tree).
-    let chain = env["CB_SLACK"] == nil && env["CB_LIMIT"] == nil && env["CB_NOTREE"] == nil ? CompiledChain(rules)
+    // CB_SLACK / CB_LIMIT: tuple-table knobs; CB_NOTREE: tuple tables only (no cut tree);
+    // CB_BUDGET / CB_LEAF: the cut tree's node budget and rules per leaf.
+    let tuned = ["CB_SLACK", "CB_LIMIT", "CB_NOTREE", "CB_BUDGET", "CB_LEAF"].contains { env[$0] != nil }
+    let chain = !tuned ? CompiledChain(rules)
         : CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: Int(env["CB_SLACK"] ?? "") ?? CompiledChain.mergeSlack,
                         collisionLimit: Int(env["CB_LIMIT"] ?? "") ?? CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys,
-                        tree: env["CB_NOTREE"] == nil)
+                        tree: env["CB_NOTREE"] == nil, treeBudget: Int(env["CB_BUDGET"] ?? ""), treeLeafLimit: Int(env["CB_LEAF"] ?? ""))
     let built = ContinuousClock.now - t1
     if let t = chain.treeSummary {
-        print("# \(set): cut tree: \(t.nodes) nodes, \(t.entries) leaf entries, \(t.leaves) leaves, depth \(t.depth), largest leaf \(t.largestLeaf)")
+        print("# \(set): cut tree\(t.trees > 1 ? "s: \(t.trees) trees," : ":") \(t.nodes) nodes, \(t.entries) leaf entries, \(t.leaves) leaves, depth \(t.depth), largest leaf \(t.largestLeaf)")
     } else {
         print("# \(set): no cut tree")
     }

@@ -157,15 +157,18 @@ final class CompiledChainTests: XCTestCase {
         let seed = Self.seed()
         print("CompiledChainTests.testDifferentialRandom: seed \(seed) (SLUICE_CLASSIFIER_SEED to replay)")
         var g = TestRNG(seed: seed)
-        var checks = 0, matched = 0, hotdrops = 0, compiledSets = 0, treeSets = 0, tableOnlySets = 0
+        var checks = 0, matched = 0, hotdrops = 0, compiledSets = 0, treeSets = 0, tableOnlySets = 0, forestSets = 0
         for set in 0..<160 {
             let n = [0, 1, 5, 15, 16, 17, 40, 100, 300][set % 9] + (set % 9 > 3 ? g.below(20) : 0)
             let rules = Self.randomRules(&g, count: n)
             // Every other set compiles even tiny chains (the engine scans them); every fourth
             // uses the tuple tables alone (no cut tree); every eighth builds its tree with the
-            // leaves of a big set (16 rules, not 8).
+            // leaves of a big set (16 rules, not 8), and every eighth a forest (the rules
+            // separated by which addresses they leave wide, as when one tree is over budget).
             let chain = switch set % 8 {
-            case 0, 2, 4, 6: CompiledChain(rules)
+            case 0, 2, 6: CompiledChain(rules)
+            case 4: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
+                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeSeparate: true)
             case 1: CompiledChain(rules, linearBelow: 0)
             case 5: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
                                   pairFilterKeys: CompiledChain.pairFilterKeys, treeLeafLimit: 16)
@@ -174,6 +177,7 @@ final class CompiledChainTests: XCTestCase {
             }
             if chain.tableCount > 0 { compiledSets += 1 }
             if chain.treeSummary != nil { treeSets += 1 } else if chain.tableCount > 0 { tableOnlySets += 1 }
+            if (chain.treeSummary?.trees ?? 0) > 1 { forestSets += 1 }
             for _ in 0..<40 {
                 let f = Self.randomPacket(&g, rules)
                 for start in 0...(n + 1) {
@@ -187,13 +191,14 @@ final class CompiledChainTests: XCTestCase {
             }
         }
         print("  \(checks) lookups (\(matched) matched, \(hotdrops) hotdrops), \(compiledSets) of 160 sets compiled "
-              + "(\(treeSets) with a cut tree, \(tableOnlySets) tuple tables only)")
+              + "(\(treeSets) with a cut tree, \(forestSets) of them forests, \(tableOnlySets) tuple tables only)")
         // The generator must actually exercise matches, hotdrops, the tree and the table path.
         XCTAssertGreaterThan(matched, checks / 10)
         XCTAssertGreaterThan(hotdrops, 0)
         XCTAssertGreaterThan(compiledSets, 80)
         XCTAssertGreaterThan(treeSets, 50)
         XCTAssertGreaterThan(tableOnlySets, 20)
+        XCTAssertGreaterThan(forestSets, 10)
     }
 
     /// Many rules on the same few keys: long buckets (the binary search for `start`), and a
@@ -269,7 +274,8 @@ final class CompiledChainTests: XCTestCase {
             let rules = Self.randomRules(&g, count: [20, 150, 400][set % 3])
             let chain = set % 2 == 0
                 ? CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: 16,
-                                pairFilterKeys: CompiledChain.pairFilterKeys, burstStageRules: 0, treeLeafLimit: [8, 16][set / 2 % 2])
+                                pairFilterKeys: CompiledChain.pairFilterKeys, burstStageRules: 0, treeLeafLimit: [8, 16][set / 2 % 2],
+                                treeSeparate: set % 4 == 2)
                 : CompiledChain(rules)
             XCTAssertEqual(chain.stagedBursts, set % 2 == 0 && chain.layout.words > 0 && !chain.hasTree)
             let packets = (0..<300).map { _ in Self.randomPacket(&g, rules) }
@@ -303,9 +309,9 @@ final class CompiledChainTests: XCTestCase {
 
     /// The cut tree on the shapes it finds hard: a leaf that cannot be split (a hundred rules
     /// with the same box, told apart by interfaces and fragments only), scanned from every
-    /// start; bursts of it (`firstMatches`' lock-step descent); and crossing wildcards past
-    /// the node budget, where the chain must fall back to its tuple tables and still answer
-    /// like the scan.
+    /// start; bursts of it (`firstMatches`' lock-step descent); and crossing wildcards, which
+    /// one tree cannot hold: a forest (one tree per part) within the budget, and past a tiny
+    /// budget the tuple tables alone, both answering like the scan.
     func testCutTreeLeavesBudgetAndBursts() {
         let seed = Self.seed() &+ 5
         print("CompiledChainTests.testCutTreeLeavesBudgetAndBursts: seed \(seed)")
@@ -348,7 +354,8 @@ final class CompiledChainTests: XCTestCase {
             XCTAssertEqual(out[k].result, lin?.result ?? .noMatch, "burst packet \(k)")
         }
         // Crossing wildcards: sources fixed with destinations open and the reverse, every
-        // port range: a cut on any field copies half the rules. Over budget: no tree.
+        // port range: a cut on any field copies half the rules. One tree is over any budget;
+        // under a tiny one the forest is too: no tree.
         var crossing: [CompiledRule] = []
         for i in 0..<2000 {
             var r = CompiledRule()
@@ -361,11 +368,26 @@ final class CompiledChainTests: XCTestCase {
                                   pairFilterKeys: CompiledChain.pairFilterKeys, treeBudget: 1000)
         XCTAssertNil(small.treeSummary)
         XCTAssertGreaterThan(small.tableCount, 0)
+        // Within the default budget the same rules get a forest: sources fixed in one tree,
+        // destinations in the other.
+        let forest = CompiledChain(crossing)
+        XCTAssertEqual(forest.treeSummary?.trees, 2)
         for _ in 0..<300 {
             let f = Self.randomPacket(&g, crossing)
             for start in stride(from: 0, through: crossing.count, by: 97) {
-                guard check(crossing, small, f, start: start, seed: seed, set: 1) else { return }
+                guard check(crossing, small, f, start: start, seed: seed, set: 1),
+                      check(crossing, forest, f, start: start, seed: seed, set: 2) else { return }
             }
+        }
+        var crossingOut = [(index: Int32, result: MatchResult)](repeating: (-7, .match), count: 300)
+        let crossingPackets = (0..<300).map { _ in Self.randomPacket(&g, crossing) }
+        crossingPackets.withUnsafeBufferPointer { all in
+            crossingOut.withUnsafeMutableBufferPointer { forest.firstMatches(all, into: $0) }
+        }
+        for (k, f) in crossingPackets.enumerated() {
+            let lin = LinearClassifier.firstMatch(crossing, from: 0, f)
+            XCTAssertEqual(Int(crossingOut[k].index), lin?.index ?? -1, "forest burst packet \(k)")
+            XCTAssertEqual(crossingOut[k].result, lin?.result ?? .noMatch, "forest burst packet \(k)")
         }
     }
 
