@@ -558,6 +558,21 @@ struct CutTree: Sendable {
                       _ results: UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>,
                       _ rules: UnsafeBufferPointer<CompiledRule>, usable: (PacketFields) -> Bool) {
         precondition(hi &- lo <= 64)
+        // A forest: one packet at a time (each packet's trees one after the other). Walking
+        // the burst down each tree in lock-step and then scanning with bounds was more
+        // instructions (691 against 416 per lookup on ipc1_10k) and no faster.
+        if roots.count > 1 {
+            for i in lo..<hi {
+                let f = packets[i]
+                guard usable(f) else { results[i] = (-2, .noMatch); continue }
+                if let m = forestMatch(from: 0, f, rules) {
+                    results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
+                } else {
+                    results[i] = (-1, .noMatch)
+                }
+            }
+            return
+        }
         // The packets' key words, then as many copies of the first packet's as pad the burst
         // to whole walk groups.
         let count = hi &- lo, padded = (count &+ Self.walkGroup &- 1) & ~(Self.walkGroup &- 1)
@@ -566,12 +581,11 @@ struct CutTree: Sendable {
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64 &+ Self.walkGroup) { cur in
             nodes.withUnsafeBufferPointer { nodes in
                 groups.withUnsafeBufferPointer { groups in
-                    for (t, root) in roots.enumerated() {
                     // Groups of `walkGroup` packets descend in lock-step, every packet a
                     // level per round, until the whole group is at its leaves.
                     var g0 = 0
                     while g0 < padded {
-                        for k in g0..<(g0 &+ Self.walkGroup) { cur[k] = root }
+                        for k in g0..<(g0 &+ Self.walkGroup) { cur[k] = 0 }
                         var leaves: UInt32
                         repeat {
                             // The AND of the group's `info`s: the leaf bit stays set once
@@ -589,27 +603,15 @@ struct CutTree: Sendable {
                         } while leaves & Node.leafBit == 0
                         g0 &+= Self.walkGroup
                     }
-                    if t == 0 {
-                        for i in lo..<hi {
-                            let f = packets[i]
-                            guard usable(f) else { results[i] = (-2, .noMatch); continue }
-                            let k = i &- lo
-                            if let m = scan(nodes[Int(cur[k])], from: 0, f, keys[2 &* k], keys[2 &* k &+ 1], groups, rules) {
-                                results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
-                            } else {
-                                results[i] = (-1, .noMatch)
-                            }
+                    for i in lo..<hi {
+                        let f = packets[i]
+                        guard usable(f) else { results[i] = (-2, .noMatch); continue }
+                        let k = i &- lo
+                        if let m = scan(nodes[Int(cur[k])], from: 0, f, keys[2 &* k], keys[2 &* k &+ 1], groups, rules) {
+                            results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
+                        } else {
+                            results[i] = (-1, .noMatch)
                         }
-                    } else {
-                        // The next tree of a forest: only answers before the best so far.
-                        for i in lo..<hi where results[i].index != -2 {
-                            let k = i &- lo, best = results[i].index
-                            if let m = scan(nodes[Int(cur[k])], from: 0, packets[i], keys[2 &* k], keys[2 &* k &+ 1], groups, rules,
-                                            bounded: true, below: best < 0 ? .max : best) {
-                                results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
-                            }
-                        }
-                    }
                     }
                 }
             }
