@@ -265,8 +265,8 @@ struct CutTree: Sendable {
     /// address fields): a rule wide in a field is copied into every child of a cut on it, and
     /// wide rules crossing narrow ones (ClassBench fw1 and ipc1) multiply each other's copies past
     /// any budget; apart, each tree cuts the fields its rules fix. A part under `smallest` rules
-    /// (1/32 of them, at least 64) joins a wider one (any tree is sound for any rule: boxes only go where they
-    /// overlap). Each part ascending.
+    /// (1/32 of them, at least 64) joins a wider one (any tree is sound for any rule: a box only
+    /// goes where it overlaps). Each part ascending; at most four parts.
     static func separate(_ boxes: [TreeEntry], smallest: Int) -> [[Int32]] {
         // Index: source wide (1) | destination wide (2).
         var parts = [[Int32]](repeating: [], count: 4)
@@ -442,7 +442,8 @@ struct CutTree: Sendable {
         }
     }
 
-    /// Diagnostics (not the lookup path): nodes descended and leaf entries looked at for `f`.
+    /// Diagnostics (not the lookup path): nodes descended and leaf entries looked at for `f`,
+    /// summed over a forest's trees (each scanned to its first hit, not to the best so far).
     func walk(_ f: PacketFields) -> (depth: Int, scanned: Int) {
         let (k0, k1) = Self.keys(f)
         var depth = 0, scanned = 0
@@ -527,8 +528,8 @@ struct CutTree: Sendable {
         }
     }
 
-    /// `firstMatch` in a forest: the smallest answer of its trees; each scan stops at the best
-    /// so far. (Apart from `firstMatch` so that one tree's lookup does not touch `roots`.)
+    /// `firstMatch` in a forest: the smallest answer of its trees; each scan after the first
+    /// stops at the best so far (a leaf's groups are in rule order).
     @inlinable
     func forestMatch(from: Int32, _ f: PacketFields, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
         nodes.withUnsafeBufferPointer { nodes in
