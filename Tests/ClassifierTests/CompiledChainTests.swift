@@ -344,15 +344,7 @@ final class CompiledChainTests: XCTestCase {
                 guard check(rules, chain, f, start: start, seed: seed, set: 0) else { return }
             }
         }
-        var out = [(index: Int32, result: MatchResult)](repeating: (-7, .match), count: packets.count)
-        packets.withUnsafeBufferPointer { all in
-            out.withUnsafeMutableBufferPointer { chain.firstMatches(all, into: $0) }
-        }
-        for (k, f) in packets.enumerated() {
-            let lin = LinearClassifier.firstMatch(rules, from: 0, f)
-            XCTAssertEqual(Int(out[k].index), lin?.index ?? -1, "burst packet \(k)")
-            XCTAssertEqual(out[k].result, lin?.result ?? .noMatch, "burst packet \(k)")
-        }
+        checkBurst(rules, chain, packets, "burst")
         // Crossing wildcards: sources fixed with destinations open and the reverse, every
         // port range: a cut on any field copies half the rules. One tree is over any budget;
         // under a tiny one the forest is too: no tree.
@@ -379,15 +371,19 @@ final class CompiledChainTests: XCTestCase {
                       check(crossing, forest, f, start: start, seed: seed, set: 2) else { return }
             }
         }
-        var crossingOut = [(index: Int32, result: MatchResult)](repeating: (-7, .match), count: 300)
-        let crossingPackets = (0..<300).map { _ in Self.randomPacket(&g, crossing) }
-        crossingPackets.withUnsafeBufferPointer { all in
-            crossingOut.withUnsafeMutableBufferPointer { forest.firstMatches(all, into: $0) }
+        checkBurst(crossing, forest, (0..<300).map { _ in Self.randomPacket(&g, crossing) }, "forest burst")
+    }
+
+    /// `packets` through `chain.firstMatches` in one burst: each answer is the scan's.
+    func checkBurst(_ rules: [CompiledRule], _ chain: CompiledChain, _ packets: [PacketFields], _ label: String) {
+        var out = [(index: Int32, result: MatchResult)](repeating: (-7, .match), count: packets.count)
+        packets.withUnsafeBufferPointer { all in
+            out.withUnsafeMutableBufferPointer { chain.firstMatches(all, into: $0) }
         }
-        for (k, f) in crossingPackets.enumerated() {
-            let lin = LinearClassifier.firstMatch(crossing, from: 0, f)
-            XCTAssertEqual(Int(crossingOut[k].index), lin?.index ?? -1, "forest burst packet \(k)")
-            XCTAssertEqual(crossingOut[k].result, lin?.result ?? .noMatch, "forest burst packet \(k)")
+        for (k, f) in packets.enumerated() {
+            let lin = LinearClassifier.firstMatch(rules, from: 0, f)
+            XCTAssertEqual(Int(out[k].index), lin?.index ?? -1, "\(label) packet \(k)")
+            XCTAssertEqual(out[k].result, lin?.result ?? .noMatch, "\(label) packet \(k)")
         }
     }
 
