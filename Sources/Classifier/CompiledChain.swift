@@ -2,9 +2,10 @@
 /// ("the first rule at or after `start` whose header part matches, or hotdrops"), but looks at
 /// few rules instead of all of them. Immutable once built; plain arrays, no classes.
 ///
-/// Two structures (see docs/classifier.md), each sound alone: a cut tree (`CutTree`), which
-/// answers every packet but a first fragment too short for its ports, and tuple tables, which
-/// answer those and every packet of a chain whose tree would pass its budget.
+/// Two structures (see docs/classifier.md), each sound alone: bit vectors (`BitVectors`, chains
+/// of up to `bitVectorRules` rules) or a cut tree (`CutTree`, bigger chains), which answer
+/// every packet but a first fragment too short for its ports, and tuple tables, which answer
+/// those and every packet of a chain whose tree would pass its budget.
 ///
 /// The tuple tables: tuple space search with TupleMerge-style merged tuples.
 /// Every rule is placed in exactly one hash table keyed on a prefix of its source address, a
@@ -54,6 +55,10 @@ public struct CompiledChain: Sendable {
     /// empty (`hasTree` false) for scanned chains and when its build exceeds the budget.
     @usableFromInline var tree = CutTree()
     @usableFromInline var hasTree = false
+    /// Chains of at most `bitVectorRules` rules: aggregated bit vectors (see `BitVectors`)
+    /// instead of the cut tree, answering for the same packets.
+    @usableFromInline var vectors = BitVectors()
+    @usableFromInline var hasVectors = false
 
     /// Where each region of `filter` starts (in words) and how it is indexed.
     @usableFromInline
@@ -142,10 +147,12 @@ public struct CompiledChain: Sendable {
     /// The tuning knobs, for tests and experiments (`mergeSlack` 0: one table per exact tuple).
     /// `tree` false: tuple tables only; `treeBudget`: nodes + entries the cut tree may use;
     /// `treeLeafLimit`: rules per leaf its build stops at (default by size, see `CutTree`);
-    /// `treeSeparate`: a forest even when one tree would fit the budget.
+    /// `treeSeparate`: a forest even when one tree would fit the budget; `bitVectorRules`:
+    /// chains of at most this many rules get bit vectors instead of a tree (0: never).
     public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int,
                 burstStageRules: Int = CompiledChain.burstStageRules, tree useTree: Bool = true,
-                treeBudget: Int? = nil, treeLeafLimit: Int? = nil, treeSeparate: Bool = false) {
+                treeBudget: Int? = nil, treeLeafLimit: Int? = nil, treeSeparate: Bool = false,
+                bitVectorRules: Int = CompiledChain.bitVectorRules) {
         self.rules = rules
         tables = []
         slots = []
@@ -153,13 +160,19 @@ public struct CompiledChain: Sendable {
         guard rules.count >= max(linearBelow, 1) else { return }
         build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
         buildPrefilter(pairFilterKeys: pairFilterKeys)
-        if useTree, let t = CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit,
+        if rules.count <= bitVectorRules, let v = BitVectors(rules) {
+            vectors = v
+            hasVectors = true
+        } else if useTree, let t = CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit,
                                         separate: treeSeparate) {
             tree = t
             hasTree = true
         }
-        stagedBursts = !hasTree && layout.words > 0 && rules.count >= burstStageRules
+        stagedBursts = !hasTree && !hasVectors && layout.words > 0 && rules.count >= burstStageRules
     }
+
+    /// Chains of at most this many rules get bit vectors instead of a cut tree.
+    public static let bitVectorRules = 2048
 
     /// Nodes + leaf entries a cut tree may take: 16 per rule plus a floor for small chains.
     public static func treeBudget(_ rules: Int) -> Int { 16 * rules + 65_536 }
@@ -171,6 +184,15 @@ public struct CompiledChain: Sendable {
 
     /// Diagnostics: the cut tree's walk for `f` (nodes descended, leaf entries looked at).
     public func treeWalk(_ f: PacketFields) -> (depth: Int, scanned: Int)? { hasTree ? tree.walk(f) : nil }
+
+    /// Diagnostics: the bit vectors' lookup for `f` (blocks ANDed, boxes holding the packet).
+    public func vectorWalk(_ f: PacketFields) -> (blocks: Int, boxes: Int)? { hasVectors ? vectors.walk(f) : nil }
+
+    /// Whether the chain has bit vectors (see `BitVectors`), and their size: classes (bit
+    /// vectors of the rules), chunks looked up per packet (of 11), bytes.
+    public var vectorSummary: (classes: Int, chunks: Int, bytes: Int)? {
+        hasVectors ? (vectors.classes, vectors.chunks, vectors.bytes) : nil
+    }
 
     /// Whether the chain has a cut tree (see `CutTree`), and its shape (`trees` > 1: a forest,
     /// the rules separated by which addresses they leave wide).
@@ -185,6 +207,7 @@ public struct CompiledChain: Sendable {
     public var structureBytes: Int {
         tables.count * MemoryLayout<TupleTable>.stride + slots.count * MemoryLayout<Slot>.stride
             + entries.count * MemoryLayout<Entry>.stride + filter.count * MemoryLayout<UInt64>.stride + tree.bytes
+            + vectors.bytes
     }
     /// The longest bucket (candidates a lookup may check in one table).
     public var longestBucket: Int { slots.reduce(0) { max($0, Int($1.count)) } }
@@ -412,6 +435,9 @@ public struct CompiledChain: Sendable {
         let from = Int32(clamping: max(start, 0))
         // The tree descends by the ports: only a first fragment too short to hold them (a port
         // rule may hotdrop it) needs the tables.
+        if hasVectors && Self.treeUsable(f) {
+            return rules.withUnsafeBufferPointer { vectors.firstMatch(from: from, f, $0) }
+        }
         if hasTree && Self.treeUsable(f) {
             return rules.withUnsafeBufferPointer { tree.firstMatch(from: from, f, $0) }
         }
@@ -500,6 +526,20 @@ public struct CompiledChain: Sendable {
     public func firstMatches(_ packets: UnsafeBufferPointer<PacketFields>,
                              into results: UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>) {
         precondition(results.count >= packets.count)
+        if hasVectors {
+            // One packet at a time: a lookup has no walk whose misses a burst could overlap.
+            rules.withUnsafeBufferPointer { rules in
+                for i in packets.indices {
+                    let f = packets[i]
+                    if let m = Self.treeUsable(f) ? vectors.firstMatch(from: 0, f, rules) : firstMatch(from: 0, f) {
+                        results[i] = (Int32(truncatingIfNeeded: m.index), m.result)
+                    } else {
+                        results[i] = (-1, .noMatch)
+                    }
+                }
+            }
+            return
+        }
         if hasTree {
             rules.withUnsafeBufferPointer { rules in
                 var base = 0

@@ -6,7 +6,8 @@
 //   (rules: DIR/<set>.rules, default shared/rulesets/classbench; traces: DIR/<set>.trace from
 //   shared/anchors/dpdk-acl/gen_traces.sh or trace_gen.py)
 // Run one set per process for a per-set peak RSS.
-// Environment: CB_NOTREE=1 compiles the tuple tables alone (no cut tree); CB_CG=single|burst
+// Environment: CB_NOTREE=1 compiles the tuple tables alone (no cut tree, no bit vectors); CB_VECTORS=N
+// gives bit vectors to sets of at most N rules (0: a cut tree for every set); CB_CG=single|burst
 // runs one pass of lookups and nothing else (for cachegrind); CB_SLACK / CB_LIMIT set the tuple
 // tables' merge slack and collision limit; CB_BUDGET / CB_LEAF the cut tree's budget and rules per
 // leaf; CB_TABLES prints the tables; CB_SAME times repeated packets.
@@ -138,14 +139,18 @@ for set in sets {
     let t1 = ContinuousClock.now
     let env = ProcessInfo.processInfo.environment
     // CB_SLACK / CB_LIMIT: tuple-table knobs; CB_NOTREE: tuple tables only (no cut tree);
-    // CB_BUDGET / CB_LEAF: the cut tree's node budget and rules per leaf.
-    let tuned = ["CB_SLACK", "CB_LIMIT", "CB_NOTREE", "CB_BUDGET", "CB_LEAF"].contains { env[$0] != nil }
+    // CB_BUDGET / CB_LEAF: the cut tree's node budget and rules per leaf; CB_VECTORS: the most
+    // rules a chain gets bit vectors for (0: none).
+    let tuned = ["CB_SLACK", "CB_LIMIT", "CB_NOTREE", "CB_BUDGET", "CB_LEAF", "CB_VECTORS"].contains { env[$0] != nil }
     let chain = !tuned ? CompiledChain(rules)
         : CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: Int(env["CB_SLACK"] ?? "") ?? CompiledChain.mergeSlack,
                         collisionLimit: Int(env["CB_LIMIT"] ?? "") ?? CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys,
-                        tree: env["CB_NOTREE"] == nil, treeBudget: Int(env["CB_BUDGET"] ?? ""), treeLeafLimit: Int(env["CB_LEAF"] ?? ""))
+                        tree: env["CB_NOTREE"] == nil, treeBudget: Int(env["CB_BUDGET"] ?? ""), treeLeafLimit: Int(env["CB_LEAF"] ?? ""),
+                        bitVectorRules: env["CB_NOTREE"] != nil ? 0 : Int(env["CB_VECTORS"] ?? "") ?? CompiledChain.bitVectorRules)
     let built = ContinuousClock.now - t1
-    if let t = chain.treeSummary {
+    if let v = chain.vectorSummary {
+        print("# \(set): bit vectors: \(v.classes) classes, \(v.chunks) chunks, \(v.bytes) bytes")
+    } else if let t = chain.treeSummary {
         print("# \(set): cut tree\(t.trees > 1 ? "s: \(t.trees) trees," : ":") \(t.nodes) nodes, \(t.entries) leaf entries, \(t.leaves) leaves, depth \(t.depth), largest leaf \(t.largestLeaf)")
     } else {
         print("# \(set): no cut tree")
@@ -201,11 +206,18 @@ for set in sets {
         let st = chain.probeStats(p.f)
         cand += st.candidates; probed += st.probed; hits += st.hits; steps += st.steps; checked += st.checked
     }
+    let np = Double(max(1, min(100_000, packets.count)))
     var walkDepth = 0, walkScanned = 0
     for p in packets.prefix(100_000) {
         if let w = chain.treeWalk(p.f) { walkDepth += w.depth; walkScanned += w.scanned }
     }
-    let np = Double(max(1, min(100_000, packets.count)))
+    var vecBlocks = 0, vecBoxes = 0
+    for p in packets.prefix(100_000) {
+        if let w = chain.vectorWalk(p.f) { vecBlocks += w.blocks; vecBoxes += w.boxes }
+    }
+    if chain.vectorSummary != nil {
+        print("# \(set): bit vectors: \(String(format: "%.2f", Double(vecBlocks) / np)) blocks, \(String(format: "%.2f", Double(vecBoxes) / np)) boxes per lookup")
+    }
     if chain.treeSummary != nil {
         print("# \(set): cut tree walk: \(String(format: "%.2f", Double(walkDepth) / np)) nodes, \(String(format: "%.2f", Double(walkScanned) / np)) entries per lookup")
     }

@@ -244,9 +244,11 @@ struct CheckCommand: ParsableCommand {
             let bytes = chains.reduce(0) { $0 + $1.structureBytes }
             let tableCount = chains.reduce(0) { $0 + $1.tableCount }
             let trees = chains.compactMap(\.treeSummary)
-            let overBudget = chains.filter { $0.tableCount > 0 && $0.treeSummary == nil }.count
+            let vectors = chains.compactMap(\.vectorSummary)
+            let overBudget = chains.filter { $0.tableCount > 0 && $0.treeSummary == nil && $0.vectorSummary == nil }.count
             let forests = trees.filter { $0.trees > 1 }.count
-            print("  compiled classifier: \(chains.count) chains, \(tableCount) tuple tables, cut trees: \(trees.count) "
+            print("  compiled classifier: \(chains.count) chains, \(tableCount) tuple tables, "
+                  + "bit vectors: \(vectors.count) (\(vectors.reduce(0) { $0 + $1.classes }) classes), cut trees: \(trees.count) "
                   + "(\(forests > 0 ? "\(forests) of them forests, " : "")\(trees.reduce(0) { $0 + $1.nodes }) nodes, \(trees.reduce(0) { $0 + $1.entries }) leaf entries, depth <= \(trees.map(\.depth).max() ?? 0)"
                   + (overBudget > 0 ? "; \(overBudget) chains over the tree budget use their tables alone" : "")
                   + "), \(bytes) bytes, built in \(fixed((t4 - t3) * 1000, 2)) ms")

@@ -158,25 +158,36 @@ final class CompiledChainTests: XCTestCase {
         print("CompiledChainTests.testDifferentialRandom: seed \(seed) (SLUICE_CLASSIFIER_SEED to replay)")
         var g = TestRNG(seed: seed)
         var checks = 0, matched = 0, hotdrops = 0, compiledSets = 0, treeSets = 0, tableOnlySets = 0, forestSets = 0
+        var vectorSets = 0
         for set in 0..<160 {
             let n = [0, 1, 5, 15, 16, 17, 40, 100, 300][set % 9] + (set % 9 > 3 ? g.below(20) : 0)
             let rules = Self.randomRules(&g, count: n)
-            // Every other set compiles even tiny chains (the engine scans them); every fourth
-            // uses the tuple tables alone (no cut tree); every eighth builds its tree with the
-            // leaves of a big set (16 rules, not 8), and every eighth a forest (the rules
+            // Every other set compiles even tiny chains (the engine scans them). The default
+            // (sets 0, 1, 2: bit vectors, these chains being small) and, with the vectors off:
+            // the tuple tables alone (every fourth), a cut tree (every eighth), one with the
+            // leaves of a big set (16 rules, not 8, every eighth), and a forest (the rules
             // separated by which addresses they leave wide, as when one tree is over budget).
             let chain = switch set % 8 {
-            case 0, 2, 6: CompiledChain(rules)
+            case 0, 2: CompiledChain(rules)
+            case 6: CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
+                                  collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
             case 4: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
-                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeSeparate: true)
+                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeSeparate: true, bitVectorRules: 0)
             case 1: CompiledChain(rules, linearBelow: 0)
             case 5: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
-                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeLeafLimit: 16)
+                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeLeafLimit: 16, bitVectorRules: 0)
             default: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack,
-                                   collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, tree: false)
+                                   collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, tree: false,
+                                   bitVectorRules: 0)
             }
             if chain.tableCount > 0 { compiledSets += 1 }
-            if chain.treeSummary != nil { treeSets += 1 } else if chain.tableCount > 0 { tableOnlySets += 1 }
+            if chain.vectorSummary != nil {
+                vectorSets += 1
+            } else if chain.treeSummary != nil {
+                treeSets += 1
+            } else if chain.tableCount > 0 {
+                tableOnlySets += 1
+            }
             if (chain.treeSummary?.trees ?? 0) > 1 { forestSets += 1 }
             for _ in 0..<40 {
                 let f = Self.randomPacket(&g, rules)
@@ -191,14 +202,51 @@ final class CompiledChainTests: XCTestCase {
             }
         }
         print("  \(checks) lookups (\(matched) matched, \(hotdrops) hotdrops), \(compiledSets) of 160 sets compiled "
-              + "(\(treeSets) with a cut tree, \(forestSets) of them forests, \(tableOnlySets) tuple tables only)")
-        // The generator must actually exercise matches, hotdrops, the tree and the table path.
+              + "(\(vectorSets) with bit vectors, \(treeSets) with a cut tree, \(forestSets) of them forests, \(tableOnlySets) tuple tables only)")
+        // The generator must actually exercise matches, hotdrops, the vectors, the tree and the
+        // table path.
         XCTAssertGreaterThan(matched, checks / 10)
         XCTAssertGreaterThan(hotdrops, 0)
         XCTAssertGreaterThan(compiledSets, 80)
-        XCTAssertGreaterThan(treeSets, 50)
+        XCTAssertGreaterThan(vectorSets, 30)
+        XCTAssertGreaterThan(treeSets, 30)
         XCTAssertGreaterThan(tableOnlySets, 20)
         XCTAssertGreaterThan(forestSets, 10)
+    }
+
+    /// Bit vectors at the edges of their 64-rule blocks (63 to 129 rules, and 2,048, the most
+    /// the default gives them), from every start: random rules; rules whose boxes are all the
+    /// same whole space (every chunk left out), told apart by interfaces and fragments only (no
+    /// box is exact, each hit is checked on its rule); and the two mixed.
+    func testBitVectorBlocks() {
+        let seed = Self.seed() &+ 6
+        print("CompiledChainTests.testBitVectorBlocks: seed \(seed)")
+        var g = TestRNG(seed: seed)
+        var matched = 0
+        for (set, n) in [16, 63, 64, 65, 127, 128, 129, 2048].enumerated() {
+            for shape in 0..<3 {
+                var rules = Self.randomRules(&g, count: n)
+                for i in rules.indices where shape == 1 || (shape == 2 && i % 2 == 0) {
+                    var r = CompiledRule()
+                    r.inAny = false; r.inMask = UInt64(1) << UInt64(i % 5); r.inInvert = i % 7 == 0
+                    if i % 11 == 0 { r.fragment = 2 }
+                    r.id = Int32(i)
+                    rules[i] = r
+                }
+                let chain = CompiledChain(rules)
+                guard let v = chain.vectorSummary else { return XCTFail("no bit vectors for \(n) rules") }
+                if shape == 1 { XCTAssertEqual(v.chunks, 0) }
+                for _ in 0..<(n > 1000 ? 30 : 60) {
+                    let f = Self.randomPacket(&g, rules)
+                    for start in stride(from: 0, through: n + 1, by: n > 1000 ? 61 : 1) {
+                        guard check(rules, chain, f, start: start, seed: seed, set: set * 3 + shape) else { return }
+                        if LinearClassifier.firstMatch(rules, from: start, f) != nil { matched += 1 }
+                    }
+                }
+            }
+        }
+        XCTAssertNil(CompiledChain(Self.randomRules(&g, count: CompiledChain.bitVectorRules + 1)).vectorSummary)
+        XCTAssertGreaterThan(matched, 10_000)
     }
 
     /// Many rules on the same few keys: long buckets (the binary search for `start`), and a
@@ -217,7 +265,11 @@ final class CompiledChainTests: XCTestCase {
             r.dportLo = UInt16(g.below(20)); r.dportHi = r.dportLo
             rules.append(r)
         }
-        let chain = CompiledChain(rules)
+        let chain = CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
+                                  collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys,
+                                  tree: false, bitVectorRules: 0)
+        let vectors = CompiledChain(rules)
+        XCTAssertNotNil(vectors.vectorSummary)
         XCTAssertGreaterThan(chain.longestBucket, 8)
         for _ in 0..<300 {
             var f = PacketFields()
@@ -226,7 +278,8 @@ final class CompiledChainTests: XCTestCase {
             f.destinationPort = UInt16(g.below(22))
             f.hasL4 = !g.chance(5); f.l4Truncated = !f.hasL4
             for start in 0...(rules.count + 1) {
-                guard check(rules, chain, f, start: start, seed: seed, set: 0) else { return }
+                guard check(rules, chain, f, start: start, seed: seed, set: 0),
+                      check(rules, vectors, f, start: start, seed: seed, set: 1) else { return }
             }
         }
     }
@@ -248,8 +301,10 @@ final class CompiledChainTests: XCTestCase {
             if g.chance(40) { r.portsUsed = true; r.dportLo = UInt16(g.below(100)); r.dportHi = r.dportLo &+ UInt16(g.below(3)) }
             rules.append(r)
         }
-        let many = CompiledChain(rules, linearBelow: 0, mergeSlack: 0, collisionLimit: 16, pairFilterKeys: CompiledChain.pairFilterKeys)
-        let noPairs = CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: 16, pairFilterKeys: 0)
+        let many = CompiledChain(rules, linearBelow: 0, mergeSlack: 0, collisionLimit: 16, pairFilterKeys: CompiledChain.pairFilterKeys,
+                                 tree: false, bitVectorRules: 0)
+        let noPairs = CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: 16, pairFilterKeys: 0,
+                                    tree: false, bitVectorRules: 0)
         XCTAssertGreaterThan(many.tableCount, 64)
         var matched = 0
         for _ in 0..<150 {
@@ -275,9 +330,10 @@ final class CompiledChainTests: XCTestCase {
             let chain = set % 2 == 0
                 ? CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: 16,
                                 pairFilterKeys: CompiledChain.pairFilterKeys, burstStageRules: 0, treeLeafLimit: [8, 16][set / 2 % 2],
-                                treeSeparate: set % 4 == 2)
+                                treeSeparate: set % 4 == 2, bitVectorRules: 0)
                 : CompiledChain(rules)
             XCTAssertEqual(chain.stagedBursts, set % 2 == 0 && chain.layout.words > 0 && !chain.hasTree)
+            XCTAssertEqual(chain.hasVectors, set % 2 == 1)
             let packets = (0..<300).map { _ in Self.randomPacket(&g, rules) }
             var out = [(index: Int32, result: MatchResult)](repeating: (-7, .match), count: packets.count)
             packets.withUnsafeBufferPointer { all in
@@ -332,7 +388,10 @@ final class CompiledChainTests: XCTestCase {
             }
             rules.append(r)
         }
-        let chain = CompiledChain(rules)
+        let chain = CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
+                                  collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
+        let vectors = CompiledChain(rules)
+        XCTAssertNotNil(vectors.vectorSummary)
         guard let shape = chain.treeSummary else { return XCTFail("no cut tree for 300 separable rules") }
         XCTAssertGreaterThanOrEqual(shape.largestLeaf, 100)
         var packets: [PacketFields] = []
@@ -341,10 +400,12 @@ final class CompiledChainTests: XCTestCase {
             if g.chance(40) { f.destination = 0x0a00_0001; f.proto = 6; f.destinationPort = 80 }
             packets.append(f)
             for start in 0...(rules.count + 1) {
-                guard check(rules, chain, f, start: start, seed: seed, set: 0) else { return }
+                guard check(rules, chain, f, start: start, seed: seed, set: 0),
+                      check(rules, vectors, f, start: start, seed: seed, set: 3) else { return }
             }
         }
         checkBurst(rules, chain, packets, "burst")
+        checkBurst(rules, vectors, packets, "vectors burst")
         // Crossing wildcards: sources fixed with destinations open and the reverse, every
         // port range: a cut on any field copies half the rules. One tree is over any budget;
         // under a tiny one the forest is too: no tree.
@@ -357,18 +418,23 @@ final class CompiledChainTests: XCTestCase {
             crossing.append(r)
         }
         let small = CompiledChain(crossing, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
-                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeBudget: 1000)
+                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeBudget: 1000, bitVectorRules: 0)
         XCTAssertNil(small.treeSummary)
         XCTAssertGreaterThan(small.tableCount, 0)
         // Within the default budget the same rules get a forest: sources fixed in one tree,
         // destinations in the other.
-        let forest = CompiledChain(crossing)
+        let forest = CompiledChain(crossing, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
+                                   collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
         XCTAssertEqual(forest.treeSummary?.trees, 2)
+        // By default (2,000 rules) bit vectors, which crossing wildcards do not trouble.
+        let vectors2 = CompiledChain(crossing)
+        XCTAssertNotNil(vectors2.vectorSummary)
         for _ in 0..<300 {
             let f = Self.randomPacket(&g, crossing)
             for start in stride(from: 0, through: crossing.count, by: 97) {
                 guard check(crossing, small, f, start: start, seed: seed, set: 1),
-                      check(crossing, forest, f, start: start, seed: seed, set: 2) else { return }
+                      check(crossing, forest, f, start: start, seed: seed, set: 2),
+                      check(crossing, vectors2, f, start: start, seed: seed, set: 4) else { return }
             }
         }
         checkBurst(crossing, forest, (0..<300).map { _ in Self.randomPacket(&g, crossing) }, "forest burst")

@@ -1,0 +1,222 @@
+/// Aggregated bit vectors (Lakshman and Stiliadis' bit-vector scheme, with Baboescu and
+/// Varghese's aggregation) for chains of up to `maxRules` rules: the cut tree's boxes
+/// (`CutTree.TreeEntry`), cut into chunks of the two key words (`CutTree.keys`), each chunk a
+/// table from the packet's value to the set of rules whose box admits it.
+///
+/// Chunks: the four bytes of the source and of the destination (a prefix is a condition on each
+/// byte alone, so a box is the AND of its bytes' conditions), the source port and the
+/// destination port whole (a range is not a condition on each byte), the protocol. A chunk's
+/// value selects a class (`classOf`, 256 or 65,536 entries of 16 bits); a class is a bit vector
+/// of the rules (`words`, bit r%64 of word r/64 = rule r) and its summary (`summary`, bit b set
+/// when word b is not zero). A lookup is one class per chunk, the AND of their summaries, then
+/// the AND of their words block by block, lowest first: no walk from node to node, and the
+/// loads of the chunks do not depend on each other, so their latencies overlap. The set bits
+/// are the rules whose box holds the packet, in rule order, and they are decided as the cut
+/// tree's leaves decide them (an exact box is the answer, others are checked on the rule).
+///
+/// Chunks in which every value admits every rule are left out: their value is masked to 0, and
+/// their table is one entry, the class of every rule. The cost grows with the rules
+/// (a class is N bits), so this is for small chains; the cut tree takes the bigger ones.
+@usableFromInline
+struct BitVectors: Sendable {
+    /// Rules at most: 64 blocks of 64, so that a summary is one word.
+    static let maxRules = 4096
+
+    /// The chunks, in a fixed order (`slots`): for each, where its table starts in `classOf`
+    /// and the mask of its value (0 for a chunk left out: its table is the one entry of the
+    /// class that admits every rule).
+    @usableFromInline var tables: [Int] = []
+    @usableFromInline var masks: [UInt64] = []
+    /// Chunks left out.
+    private(set) var skipped = 0
+    /// Per chunk, per value: the class (global: an index into `summary`).
+    @usableFromInline var classOf: [UInt16] = []
+    /// Per class: bit b set when the class has a rule in block b (rules 64b..<64b+64).
+    @usableFromInline var summary: [UInt64] = []
+    /// Per class: `blocks` words, bit r%64 of word r/64 set when rule r's box admits the value.
+    @usableFromInline var words: [UInt64] = []
+    @usableFromInline var blocks = 0
+    /// Per rule: the box's flags (bit 0: exact, bit 1: has ports; `CutTree.TreeEntry`).
+    @usableFromInline var flags: [UInt8] = []
+
+    init() {}
+
+    /// nil when there are more than `maxRules` rules, or more than 65,536 classes in all.
+    init?(_ rules: [CompiledRule]) {
+        guard rules.count <= Self.maxRules, !rules.isEmpty else { return nil }
+        let boxes = rules.map { CutTree.TreeEntry($0) }
+        let n = rules.count
+        blocks = (n + 63) / 64
+        flags = boxes.map { UInt8(truncatingIfNeeded: $0.mask[3] >> 8) }
+        var full = [UInt64](repeating: ~0, count: blocks)
+        if n % 64 != 0 { full[blocks - 1] = (1 << UInt64(n % 64)) - 1 }
+        var ids: [[UInt64]: UInt16] = [:]
+        var overflow = false
+        func id(_ v: [UInt64]) -> UInt16 {
+            if let known = ids[v] { return known }
+            if summary.count == 1 << 16 { overflow = true; return 0 }
+            let id = UInt16(summary.count)
+            ids[v] = id
+            var s: UInt64 = 0
+            for (b, w) in v.enumerated() where w != 0 { s |= 1 << UInt64(b) }
+            summary.append(s)
+            words += v
+            return id
+        }
+        // The table of the chunks left out: one entry, the class that admits every rule.
+        let neutral = classOf.count
+        classOf.append(id(full))
+        /// The next chunk from its vectors, value by value (`upTo`: the end of a run of values
+        /// with one vector).
+        func add(width: Int, _ vectors: [(upTo: Int, vector: [UInt64])]) {
+            if vectors.count == 1 && vectors[0].vector == full {
+                tables.append(neutral)
+                masks.append(0)
+                skipped += 1
+                return
+            }
+            tables.append(classOf.count)
+            masks.append((1 << UInt64(width)) - 1)
+            let table = classOf.count
+            classOf.reserveCapacity(table + 1 << width)
+            for (upTo, v) in vectors {
+                classOf += repeatElement(id(v), count: upTo - (classOf.count - table))
+            }
+        }
+        /// A byte chunk: rule r admits value v when v & mask == net (bytes of its box).
+        func byteChunk(lane: Int, shift: UInt32) {
+            var vectors: [(upTo: Int, vector: [UInt64])] = []
+            for v in 0..<256 {
+                var vector = [UInt64](repeating: 0, count: blocks)
+                for (r, e) in boxes.enumerated() {
+                    let m = (e.mask[lane] >> shift) & 0xff, t = (e.net[lane] >> shift) & 0xff
+                    if UInt32(v) & m == t { vector[r >> 6] |= 1 << UInt64(r & 63) }
+                }
+                if let last = vectors.last, last.vector == vector {
+                    vectors[vectors.count - 1].upTo = v + 1
+                } else {
+                    vectors.append((v + 1, vector))
+                }
+            }
+            add(width: 8, vectors)
+        }
+        /// A port chunk: rule r admits the ports of its range; one vector per run of ports
+        /// between two range ends (a sweep over the ends).
+        func portChunk(field d: Int) {
+            var starts = [[Int]](repeating: [], count: 65_537), ends = starts
+            for (r, e) in boxes.enumerated() {
+                let (lo, hi) = e.range(d)
+                starts[Int(lo)].append(r)
+                ends[Int(hi) + 1].append(r)
+            }
+            var vector = [UInt64](repeating: 0, count: blocks)
+            var vectors: [(upTo: Int, vector: [UInt64])] = []
+            for p in 0..<65_536 {
+                if p > 0 && starts[p].isEmpty && ends[p].isEmpty { vectors[vectors.count - 1].upTo = p + 1; continue }
+                for r in ends[p] { vector[r >> 6] &= ~(1 << UInt64(r & 63)) }
+                for r in starts[p] { vector[r >> 6] |= 1 << UInt64(r & 63) }
+                if let last = vectors.last, last.vector == vector {
+                    vectors[vectors.count - 1].upTo = p + 1
+                } else {
+                    vectors.append((p + 1, vector))
+                }
+            }
+            add(width: 16, vectors)
+        }
+        // In the order of `slot` (source bytes high to low, destination bytes, source port,
+        // destination port, protocol).
+        for byte in 0..<4 { byteChunk(lane: 0, shift: UInt32(24 - 8 * byte)) }
+        for byte in 0..<4 { byteChunk(lane: 1, shift: UInt32(24 - 8 * byte)) }
+        portChunk(field: 2)
+        portChunk(field: 3)
+        byteChunk(lane: 3, shift: 0)
+        if overflow { return nil }
+    }
+
+    var bytes: Int {
+        classOf.count * MemoryLayout<UInt16>.stride + (summary.count + words.count) * MemoryLayout<UInt64>.stride
+            + flags.count + (tables.count + masks.count) * 8
+    }
+    var classes: Int { summary.count }
+    /// Chunks looked up (the others admit every rule with every value).
+    var chunks: Int { Self.slots - skipped }
+
+    /// The chunks: source bytes from the high one, destination bytes, source port, destination
+    /// port, protocol.
+    @usableFromInline static let slots = 11
+
+    /// Diagnostics (not the lookup path): blocks whose words a lookup of `f` from 0 ANDs, and
+    /// boxes it finds the packet in, until the first exact box holding it (or all of them).
+    func walk(_ f: PacketFields) -> (blocks: Int, boxes: Int) {
+        let (k0, k1) = CutTree.keys(f)
+        let values = [k0 >> 56, k0 >> 48, k0 >> 40, k0 >> 32, k0 >> 24, k0 >> 16, k0 >> 8, k0, k1 >> 32, k1 >> 16, k1]
+        let rows = (0..<Self.slots).map { Int(classOf[tables[$0] + Int(values[$0] & masks[$0])]) }
+        var s = rows.reduce(~UInt64(0)) { $0 & summary[$1] }
+        var blocksSeen = 0, boxes = 0
+        while s != 0 {
+            let b = s.trailingZeroBitCount
+            s &= s - 1
+            blocksSeen += 1
+            var m = rows.reduce(~UInt64(0)) { $0 & words[$1 * blocks + b] }
+            while m != 0 {
+                boxes += 1
+                if flags[b << 6 | m.trailingZeroBitCount] & 1 == 1 { return (blocksSeen, boxes) }
+                m &= m - 1
+            }
+        }
+        return (blocksSeen, boxes)
+    }
+
+    /// The first rule at or after `from` whose box holds the packet and which matches (or
+    /// hotdrops): `LinearClassifier.firstMatch`'s answer for a packet whose ports are known or
+    /// irrelevant (as the cut tree's, `CompiledChain.treeUsable`).
+    @inlinable
+    func firstMatch(from: Int32, _ f: PacketFields, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
+        let (k0, k1) = CutTree.keys(f)
+        let from = Int(from)
+        // Exact boxes answer alone, except a port rule for a packet without ports.
+        let need: UInt8 = f.hasL4 && !f.laterFragment ? 1 : 3
+        return tables.withUnsafeBufferPointer { tables in
+            masks.withUnsafeBufferPointer { masks in
+                classOf.withUnsafeBufferPointer { classOf in
+                    summary.withUnsafeBufferPointer { summary in
+                        words.withUnsafeBufferPointer { words in
+                            flags.withUnsafeBufferPointer { flags in
+                                var s: UInt64 = ~0 &<< UInt64(from &>> 6)
+                                /// Chunk `c`'s row (word offset of its class), its summary
+                                /// ANDed into `s`.
+                                @inline(__always) func row(_ c: Int, _ value: UInt64) -> Int {
+                                    let id = Int(classOf[tables[c] &+ Int(truncatingIfNeeded: value & masks[c])])
+                                    s &= summary[id]
+                                    return id &* blocks
+                                }
+                                // Every chunk, left out or not: a fixed sequence of independent
+                                // loads, no branch.
+                                let r0 = row(0, k0 &>> 56), r1 = row(1, k0 &>> 48), r2 = row(2, k0 &>> 40)
+                                let r3 = row(3, k0 &>> 32), r4 = row(4, k0 &>> 24), r5 = row(5, k0 &>> 16)
+                                let r6 = row(6, k0 &>> 8), r7 = row(7, k0), r8 = row(8, k1 &>> 32)
+                                let r9 = row(9, k1 &>> 16), r10 = row(10, k1)
+                                while s != 0 {
+                                    let b = s.trailingZeroBitCount
+                                    s &= s &- 1
+                                    var m: UInt64 = b == from &>> 6 ? ~0 &<< UInt64(from & 63) : ~0
+                                    m &= words[r0 &+ b] & words[r1 &+ b] & words[r2 &+ b] & words[r3 &+ b]
+                                    m &= words[r4 &+ b] & words[r5 &+ b] & words[r6 &+ b] & words[r7 &+ b]
+                                    m &= words[r8 &+ b] & words[r9 &+ b] & words[r10 &+ b]
+                                    while m != 0 {
+                                        let r = b &<< 6 | m.trailingZeroBitCount
+                                        m &= m &- 1
+                                        if flags[r] & need == 1 { return (r, .match) }
+                                        let res = rules[r].matchesBranchFree(f)
+                                        if res != .noMatch { return (r, res) }
+                                    }
+                                }
+                                return nil
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
