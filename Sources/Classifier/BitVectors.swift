@@ -6,7 +6,8 @@
 /// Chunks: the four bytes of the source and of the destination (a prefix is a condition on each
 /// byte alone, so a box is the AND of its bytes' conditions), the source port and the
 /// destination port whole (a range is not a condition on each byte), the protocol. A chunk's
-/// value selects a class (`classOf`, 256 or 65,536 entries of 16 bits); a class is a bit vector
+/// value selects a class (`classOf`: 256 entries of 16 bits; for a port, 256 by its high byte,
+/// then 256 by its low byte, runs stored once); a class is a bit vector
 /// of the rules (`words`, bit r%64 of word r/64 = rule r) and its summary (`summary`, bit b set
 /// when word b is not zero). A lookup is one class per chunk, the AND of their summaries, then
 /// the AND of their words block by block, lowest first: no walk from node to node, and the
@@ -27,6 +28,10 @@ struct BitVectors: Sendable {
     /// class that admits every rule).
     @usableFromInline var tables: [Int] = []
     @usableFromInline var masks: [UInt64] = []
+    /// The port chunks' first level: per port chunk (source, destination), per high byte of
+    /// the port, where the 256 classes of its low bytes start in `classOf` (equal runs of 256
+    /// are stored once: a port table is a few kilobytes, not 128).
+    @usableFromInline var portBlocks: [UInt32] = []
     /// Chunks left out.
     private(set) var skipped = 0
     /// Per chunk, per value: the class (global: an index into `summary`).
@@ -68,19 +73,37 @@ struct BitVectors: Sendable {
         classOf.append(id(full))
         /// The next chunk from its vectors, value by value (`upTo`: the end of a run of values
         /// with one vector).
+        var runs: [[UInt16]: UInt32] = [:]
         func add(width: Int, _ vectors: [(upTo: Int, vector: [UInt64])]) {
             if vectors.count == 1 && vectors[0].vector == full {
                 tables.append(neutral)
                 masks.append(0)
+                if width == 16 { portBlocks += repeatElement(UInt32(neutral), count: 256) }
                 skipped += 1
                 return
             }
-            tables.append(classOf.count)
             masks.append((1 << UInt64(width)) - 1)
-            let table = classOf.count
-            classOf.reserveCapacity(table + 1 << width)
+            var table: [UInt16] = []
+            table.reserveCapacity(1 << width)
             for (upTo, v) in vectors {
-                classOf += repeatElement(id(v), count: upTo - (classOf.count - table))
+                table += repeatElement(id(v), count: upTo - table.count)
+            }
+            if width == 8 {
+                tables.append(classOf.count)
+                classOf += table
+                return
+            }
+            tables.append(0)
+            for hi in 0..<256 {
+                let run = Array(table[(hi << 8)..<((hi + 1) << 8)])
+                if let at = runs[run] {
+                    portBlocks.append(at)
+                } else {
+                    let at = UInt32(classOf.count)
+                    runs[run] = at
+                    portBlocks.append(at)
+                    classOf += run
+                }
             }
         }
         /// A byte chunk: rule r admits value v when v & mask == net (bytes of its box).
@@ -135,7 +158,7 @@ struct BitVectors: Sendable {
 
     var bytes: Int {
         classOf.count * MemoryLayout<UInt16>.stride + (summary.count + words.count) * MemoryLayout<UInt64>.stride
-            + flags.count + (tables.count + masks.count) * 8
+            + flags.count + (tables.count + masks.count) * 8 + portBlocks.count * 4
     }
     var classes: Int { summary.count }
     /// Chunks looked up (the others admit every rule with every value).
@@ -150,7 +173,10 @@ struct BitVectors: Sendable {
     func walk(_ f: PacketFields) -> (blocks: Int, boxes: Int) {
         let (k0, k1) = CutTree.keys(f)
         let values = [k0 >> 56, k0 >> 48, k0 >> 40, k0 >> 32, k0 >> 24, k0 >> 16, k0 >> 8, k0, k1 >> 32, k1 >> 16, k1]
-        let rows = (0..<Self.slots).map { Int(classOf[tables[$0] + Int(values[$0] & masks[$0])]) }
+        let rows = (0..<Self.slots).map { c in
+            let v = Int(values[c] & masks[c])
+            return Int(c == 8 || c == 9 ? classOf[Int(portBlocks[(c - 8) << 8 | v >> 8]) + v & 0xff] : classOf[tables[c] + v])
+        }
         var s = rows.reduce(~UInt64(0)) { $0 & summary[$1] }
         var blocksSeen = 0, boxes = 0
         while s != 0 {
@@ -177,6 +203,7 @@ struct BitVectors: Sendable {
         // Exact boxes answer alone, except a port rule for a packet without ports.
         let need: UInt8 = f.hasL4 && !f.laterFragment ? 1 : 3
         return tables.withUnsafeBufferPointer { tables in
+          portBlocks.withUnsafeBufferPointer { portBlocks in
             masks.withUnsafeBufferPointer { masks in
                 classOf.withUnsafeBufferPointer { classOf in
                     summary.withUnsafeBufferPointer { summary in
@@ -190,12 +217,19 @@ struct BitVectors: Sendable {
                                     s &= summary[id]
                                     return id &* blocks
                                 }
+                                /// A port chunk's row: two levels (`portBlocks`).
+                                @inline(__always) func portRow(_ c: Int, _ value: UInt64) -> Int {
+                                    let v = Int(truncatingIfNeeded: value & masks[c])
+                                    let id = Int(classOf[Int(portBlocks[(c &- 8) &<< 8 | v &>> 8]) &+ v & 0xff])
+                                    s &= summary[id]
+                                    return id &* blocks
+                                }
                                 // Every chunk, left out or not: a fixed sequence of independent
                                 // loads, no branch.
                                 let r0 = row(0, k0 &>> 56), r1 = row(1, k0 &>> 48), r2 = row(2, k0 &>> 40)
                                 let r3 = row(3, k0 &>> 32), r4 = row(4, k0 &>> 24), r5 = row(5, k0 &>> 16)
-                                let r6 = row(6, k0 &>> 8), r7 = row(7, k0), r8 = row(8, k1 &>> 32)
-                                let r9 = row(9, k1 &>> 16), r10 = row(10, k1)
+                                let r6 = row(6, k0 &>> 8), r7 = row(7, k0), r8 = portRow(8, k1 &>> 32)
+                                let r9 = portRow(9, k1 &>> 16), r10 = row(10, k1)
                                 while s != 0 {
                                     let b = s.trailingZeroBitCount
                                     s &= s &- 1
@@ -217,6 +251,7 @@ struct BitVectors: Sendable {
                     }
                 }
             }
+          }
         }
     }
 }
