@@ -3,9 +3,9 @@
 /// few rules instead of all of them. Immutable once built; plain arrays, no classes.
 ///
 /// Two structures (see docs/classifier.md), each sound alone: bit vectors (`BitVectors`, chains
-/// of up to `bitVectorRules` rules) or a cut tree (`CutTree`, bigger chains), which answer
-/// every packet but a first fragment too short for its ports, and tuple tables, which answer
-/// those and every packet of a chain whose tree would pass its budget.
+/// of up to `bitVectorRules` rules whose `estimatedCosts` favour them) or a cut tree (`CutTree`,
+/// the others), which answer every packet but a first fragment too short for its ports, and
+/// tuple tables, which answer those and every packet of a chain whose tree would pass its budget.
 ///
 /// The tuple tables: tuple space search with TupleMerge-style merged tuples.
 /// Every rule is placed in exactly one hash table keyed on a prefix of its source address, a
@@ -59,6 +59,9 @@ public struct CompiledChain: Sendable {
     /// instead of the cut tree, answering for the same packets.
     @usableFromInline var vectors = BitVectors()
     @usableFromInline var hasVectors = false
+    /// For chains that could have either: the estimated ns per lookup of bit vectors and of
+    /// the cut tree (`estimatedCosts`); the cheaper one was kept.
+    public private(set) var structureCosts: (vectors: Double, tree: Double)?
 
     /// Where each region of `filter` starts (in words) and how it is indexed.
     @usableFromInline
@@ -148,11 +151,13 @@ public struct CompiledChain: Sendable {
     /// `tree` false: tuple tables only; `treeBudget`: nodes + entries the cut tree may use;
     /// `treeLeafLimit`: rules per leaf its build stops at (default by size, see `CutTree`);
     /// `treeSeparate`: a forest even when one tree would fit the budget; `bitVectorRules`:
-    /// chains of at most this many rules get bit vectors instead of a tree (0: never).
+    /// chains of at most this many rules may get bit vectors instead of a tree (0: never);
+    /// `byCost`: they get whichever of the two `estimatedCosts` finds cheaper (false: bit
+    /// vectors whenever allowed).
     public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int,
                 burstStageRules: Int = CompiledChain.burstStageRules, tree useTree: Bool = true,
                 treeBudget: Int? = nil, treeLeafLimit: Int? = nil, treeSeparate: Bool = false,
-                bitVectorRules: Int = CompiledChain.bitVectorRules) {
+                bitVectorRules: Int = CompiledChain.bitVectorRules, byCost: Bool = true) {
         self.rules = rules
         tables = []
         slots = []
@@ -160,19 +165,80 @@ public struct CompiledChain: Sendable {
         guard rules.count >= max(linearBelow, 1) else { return }
         build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
         buildPrefilter(pairFilterKeys: pairFilterKeys)
-        if rules.count <= bitVectorRules, let v = BitVectors(rules) {
+        var v = rules.count <= bitVectorRules ? BitVectors(rules) : nil
+        var t = useTree && (v == nil || byCost)
+            ? CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit, separate: treeSeparate)
+            : nil
+        if byCost, let vv = v, let tt = t {
+            let costs = Self.estimatedCosts(rules, vv, tt)
+            structureCosts = costs
+            if costs.vectors <= costs.tree { t = nil } else { v = nil }
+        }
+        if let v {
             vectors = v
             hasVectors = true
-        } else if useTree, let t = CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit,
-                                        separate: treeSeparate) {
+        } else if let t {
             tree = t
             hasTree = true
         }
         stagedBursts = !hasTree && !hasVectors && layout.words > 0 && rules.count >= burstStageRules
     }
 
-    /// Chains of at most this many rules get bit vectors instead of a cut tree.
+    /// Chains of at most this many rules get bit vectors instead of a cut tree when
+    /// `estimatedCosts` finds them cheaper.
     public static let bitVectorRules = 2048
+
+    /// Estimated ns per lookup of bit vectors and of a cut tree (or forest) for the same chain,
+    /// over packets drawn from the chain's own rules (`samplePackets`): the vectors cost a fixed
+    /// part plus each 64-rule block whose words they AND (11 independent loads); the tree a
+    /// fixed part plus each node it descends (a load that waits for the one before) and each
+    /// leaf entry it looks at. The constants are fitted on ClassBench's acl1_100, acl1_1k,
+    /// fw1_1k and ipc1_1k on the 2-core test machine (docs/classifier.md, sixth pass): vectors
+    /// 23 + 5.5 per block, tree 25 + 3.3 per node + 1 per entry. A build-time estimate, not a
+    /// measurement: the same rules always get the same structure.
+    static func estimatedCosts(_ rules: [CompiledRule], _ vectors: BitVectors, _ tree: CutTree) -> (vectors: Double, tree: Double) {
+        let samples = samplePackets(rules, count: 256)
+        guard !samples.isEmpty else { return (0, 0) }
+        var blocks = 0, nodes = 0, entries = 0
+        for f in samples {
+            blocks += vectors.walk(f).blocks
+            let w = tree.walk(f)
+            nodes += w.depth
+            entries += w.scanned
+        }
+        let n = Double(samples.count)
+        return (23 + 5.5 * Double(blocks) / n, 25 + 3.3 * Double(nodes) / n + Double(entries) / n)
+    }
+
+    /// Up to `count` packets, each inside the box of a rule (rules evenly spaced over the
+    /// chain): every field a pseudo-random value in the rule's range (a fixed sequence, so the
+    /// same rules give the same packets), TCP where the rule leaves the protocol open.
+    static func samplePackets(_ rules: [CompiledRule], count: Int) -> [PacketFields] {
+        guard !rules.isEmpty, count > 0 else { return [] }
+        var state: UInt64 = 0x9e37_79b9_7f4a_7c15
+        func next() -> UInt64 {
+            state &+= 0x9e37_79b9_7f4a_7c15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+            return z ^ (z >> 31)
+        }
+        func pick(_ r: (lo: UInt32, hi: UInt32)) -> UInt32 {
+            r.lo &+ UInt32(truncatingIfNeeded: next() % (UInt64(r.hi) - UInt64(r.lo) + 1))
+        }
+        let step = max(1, rules.count / count)
+        return stride(from: 0, to: rules.count, by: step).prefix(count).map { i in
+            let box = CutTree.TreeEntry(rules[i])
+            var f = PacketFields()
+            f.source = pick(box.range(0))
+            f.destination = pick(box.range(1))
+            f.sourcePort = UInt16(truncatingIfNeeded: pick(box.range(2)))
+            f.destinationPort = UInt16(truncatingIfNeeded: pick(box.range(3)))
+            f.proto = box.protoMask == 0 ? 6 : box.proto
+            f.hasL4 = true
+            return f
+        }
+    }
 
     /// Nodes + leaf entries a cut tree may take: 16 per rule plus a floor for small chains.
     public static func treeBudget(_ rules: Int) -> Int { 16 * rules + 65_536 }

@@ -7,7 +7,8 @@
 //   shared/anchors/dpdk-acl/gen_traces.sh or trace_gen.py)
 // Run one set per process for a per-set peak RSS.
 // Environment: CB_NOTREE=1 compiles the tuple tables alone (no cut tree, no bit vectors); CB_VECTORS=N
-// gives bit vectors to sets of at most N rules (0: a cut tree for every set); CB_CG=single|burst
+// lets sets of at most N rules have bit vectors (0: a cut tree for every set); CB_BYCOST=0 gives
+// them bit vectors whether or not their estimated cost is lower than the tree's; CB_CG=single|burst
 // runs one pass of lookups and nothing else (for cachegrind); CB_SLACK / CB_LIMIT set the tuple
 // tables' merge slack and collision limit; CB_BUDGET / CB_LEAF the cut tree's budget and rules per
 // leaf; CB_TABLES prints the tables; CB_SAME times repeated packets.
@@ -140,14 +141,18 @@ for set in sets {
     let env = ProcessInfo.processInfo.environment
     // CB_SLACK / CB_LIMIT: tuple-table knobs; CB_NOTREE: tuple tables only (no cut tree);
     // CB_BUDGET / CB_LEAF: the cut tree's node budget and rules per leaf; CB_VECTORS: the most
-    // rules a chain gets bit vectors for (0: none).
-    let tuned = ["CB_SLACK", "CB_LIMIT", "CB_NOTREE", "CB_BUDGET", "CB_LEAF", "CB_VECTORS"].contains { env[$0] != nil }
+    // rules a chain may get bit vectors for (0: none); CB_BYCOST=0: bit vectors whenever allowed.
+    let tuned = ["CB_SLACK", "CB_LIMIT", "CB_NOTREE", "CB_BUDGET", "CB_LEAF", "CB_VECTORS", "CB_BYCOST"].contains { env[$0] != nil }
     let chain = !tuned ? CompiledChain(rules)
         : CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: Int(env["CB_SLACK"] ?? "") ?? CompiledChain.mergeSlack,
                         collisionLimit: Int(env["CB_LIMIT"] ?? "") ?? CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys,
                         tree: env["CB_NOTREE"] == nil, treeBudget: Int(env["CB_BUDGET"] ?? ""), treeLeafLimit: Int(env["CB_LEAF"] ?? ""),
-                        bitVectorRules: env["CB_NOTREE"] != nil ? 0 : Int(env["CB_VECTORS"] ?? "") ?? CompiledChain.bitVectorRules)
+                        bitVectorRules: env["CB_NOTREE"] != nil ? 0 : Int(env["CB_VECTORS"] ?? "") ?? CompiledChain.bitVectorRules,
+                        byCost: env["CB_BYCOST"] != "0")
     let built = ContinuousClock.now - t1
+    if let c = chain.structureCosts {
+        print("# \(set): estimated ns per lookup: bit vectors \(String(format: "%.1f", c.vectors)), cut tree \(String(format: "%.1f", c.tree))")
+    }
     if let v = chain.vectorSummary {
         print("# \(set): bit vectors: \(v.classes) classes, \(v.chunks) chunks, \(v.bytes) bytes")
     } else if let t = chain.treeSummary {

@@ -30,6 +30,12 @@ final class CompiledChainTests: XCTestCase {
 
     static func prefix(_ len: Int) -> UInt32 { len == 0 ? 0 : ~UInt32(0) << UInt32(32 - len) }
 
+    /// A chain with bit vectors whenever it may have them (not by estimated cost).
+    static func vectorChain(_ rules: [CompiledRule], linearBelow: Int = CompiledChain.linearThreshold) -> CompiledChain {
+        CompiledChain(rules, linearBelow: linearBelow, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
+                      pairFilterKeys: CompiledChain.pairFilterKeys, byCost: false)
+    }
+
     /// An address mask: a prefix of any length, now and then a non-contiguous one (a dotted
     /// mask such as 255.0.255.0 is legal in iptables).
     static func mask(_ g: inout TestRNG) -> UInt32 {
@@ -158,12 +164,13 @@ final class CompiledChainTests: XCTestCase {
         print("CompiledChainTests.testDifferentialRandom: seed \(seed) (SLUICE_CLASSIFIER_SEED to replay)")
         var g = TestRNG(seed: seed)
         var checks = 0, matched = 0, hotdrops = 0, compiledSets = 0, treeSets = 0, tableOnlySets = 0, forestSets = 0
-        var vectorSets = 0
+        var vectorSets = 0, costVectors = 0, costTrees = 0
         for set in 0..<160 {
             let n = [0, 1, 5, 15, 16, 17, 40, 100, 300][set % 9] + (set % 9 > 3 ? g.below(20) : 0)
             let rules = Self.randomRules(&g, count: n)
             // Every other set compiles even tiny chains (the engine scans them). The default
-            // (sets 0, 1, 2: bit vectors, these chains being small) and, with the vectors off:
+            // (sets 0 and 2: bit vectors or a cut tree, whichever the estimate favours), bit
+            // vectors (set 1) and, with the vectors off:
             // the tuple tables alone (every fourth), a cut tree (every eighth), one with the
             // leaves of a big set (16 rules, not 8, every eighth), and a forest (the rules
             // separated by which addresses they leave wide, as when one tree is over budget).
@@ -173,7 +180,7 @@ final class CompiledChainTests: XCTestCase {
                                   collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
             case 4: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
                                   pairFilterKeys: CompiledChain.pairFilterKeys, treeSeparate: true, bitVectorRules: 0)
-            case 1: CompiledChain(rules, linearBelow: 0)
+            case 1: Self.vectorChain(rules, linearBelow: 0)
             case 5: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
                                   pairFilterKeys: CompiledChain.pairFilterKeys, treeLeafLimit: 16, bitVectorRules: 0)
             default: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack,
@@ -181,6 +188,12 @@ final class CompiledChainTests: XCTestCase {
                                    bitVectorRules: 0)
             }
             if chain.tableCount > 0 { compiledSets += 1 }
+            if let costs = chain.structureCosts {
+                // The default chose: the cheaper estimate was kept.
+                XCTAssertEqual(chain.hasVectors, costs.vectors <= costs.tree, "set \(set)")
+                XCTAssertEqual(chain.hasTree, costs.vectors > costs.tree, "set \(set)")
+                if chain.hasVectors { costVectors += 1 } else { costTrees += 1 }
+            }
             if chain.vectorSummary != nil {
                 vectorSets += 1
             } else if chain.treeSummary != nil {
@@ -202,13 +215,15 @@ final class CompiledChainTests: XCTestCase {
             }
         }
         print("  \(checks) lookups (\(matched) matched, \(hotdrops) hotdrops), \(compiledSets) of 160 sets compiled "
-              + "(\(vectorSets) with bit vectors, \(treeSets) with a cut tree, \(forestSets) of them forests, \(tableOnlySets) tuple tables only)")
+              + "(\(vectorSets) with bit vectors, \(treeSets) with a cut tree, \(forestSets) of them forests, \(tableOnlySets) tuple tables only; "
+              + "by estimated cost \(costVectors) bit vectors, \(costTrees) trees)")
         // The generator must actually exercise matches, hotdrops, the vectors, the tree and the
         // table path.
         XCTAssertGreaterThan(matched, checks / 10)
         XCTAssertGreaterThan(hotdrops, 0)
         XCTAssertGreaterThan(compiledSets, 80)
-        XCTAssertGreaterThan(vectorSets, 30)
+        XCTAssertGreaterThan(vectorSets, 15)
+        XCTAssertGreaterThan(costVectors + costTrees, 15)
         XCTAssertGreaterThan(treeSets, 30)
         XCTAssertGreaterThan(tableOnlySets, 20)
         XCTAssertGreaterThan(forestSets, 10)
@@ -233,7 +248,7 @@ final class CompiledChainTests: XCTestCase {
                     r.id = Int32(i)
                     rules[i] = r
                 }
-                let chain = CompiledChain(rules)
+                let chain = Self.vectorChain(rules)
                 guard let v = chain.vectorSummary else { return XCTFail("no bit vectors for \(n) rules") }
                 if shape == 1 { XCTAssertEqual(v.chunks, 0) }
                 for _ in 0..<(n > 1000 ? 30 : 60) {
@@ -245,8 +260,71 @@ final class CompiledChainTests: XCTestCase {
                 }
             }
         }
-        XCTAssertNil(CompiledChain(Self.randomRules(&g, count: CompiledChain.bitVectorRules + 1)).vectorSummary)
+        XCTAssertNil(Self.vectorChain(Self.randomRules(&g, count: CompiledChain.bitVectorRules + 1)).vectorSummary)
         XCTAssertGreaterThan(matched, 10_000)
+    }
+
+    /// The default's choice between bit vectors and a cut tree, and both answering as the scan.
+    /// Host pairs (a source and a destination per rule, each block of 64 rules holding every
+    /// source and every destination value): a packet passes every block's summary and meets
+    /// its rule's block after half of them on average, while the tree cuts straight to the
+    /// pair: the tree, by estimate. Overlapping prefixes with wide port ranges: the tree
+    /// passes its budget, so no estimate: the vectors.
+    func testStructureChoice() {
+        let seed = Self.seed() &+ 7
+        print("CompiledChainTests.testStructureChoice: seed \(seed)")
+        var g = TestRNG(seed: seed)
+        var pairs: [CompiledRule] = [], wide: [CompiledRule] = []
+        for i in 0..<1024 {
+            var r = CompiledRule()
+            r.srcMask = ~0; r.srcNet = 0x0a00_0000 | UInt32(i % 64)
+            r.dstMask = ~0; r.dstNet = 0x0a01_0000 | UInt32((i * 7 + i / 64) % 64)
+            r.id = Int32(i)
+            pairs.append(r)
+            var v = CompiledRule()
+            let h = UInt32(truncatingIfNeeded: i &* 40_503)
+            v.srcMask = Self.prefix([0, 8, 16, 24][i % 4]); v.srcNet = (0x0a00_0000 | h & 0xff_ffff) & v.srcMask
+            v.dstMask = Self.prefix([16, 24, 32][i % 3]); v.dstNet = (0xc0a8_0000 | (h >> 8) & 0xffff) & v.dstMask
+            v.proto = 6; v.portsUsed = true
+            (v.dportLo, v.dportHi) = [(UInt16(1000 + i * 37 % 5000), UInt16(1000 + i * 37 % 5000)), (1024, 65535), (0, 1023)][i % 3]
+            (v.sportLo, v.sportHi) = (0, 65535)
+            v.id = Int32(i)
+            wide.append(v)
+        }
+        for (name, rules, wantVectors) in [("host pairs", pairs, false), ("wide ranges", wide, true)] {
+            let chain = CompiledChain(rules)
+            XCTAssertEqual(chain.hasVectors, wantVectors, name)
+            XCTAssertEqual(chain.hasTree, !wantVectors, name)
+            let other: CompiledChain
+            if wantVectors {
+                other = CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
+                                      collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
+                XCTAssertNil(other.treeSummary, "\(name): the tree fits its budget")
+                XCTAssertNil(chain.structureCosts, name)
+            } else {
+                other = Self.vectorChain(rules)
+                XCTAssertNotNil(other.vectorSummary, name)
+                guard let costs = chain.structureCosts else { return XCTFail("\(name): no estimate") }
+                print("  \(name): estimated ns per lookup: bit vectors \(costs.vectors), cut tree \(costs.tree)")
+                XCTAssertGreaterThan(costs.vectors, 1.5 * costs.tree, name)
+            }
+            var packets: [PacketFields] = []
+            for k in 0..<300 {
+                // Half aimed at a rule (its box), half random.
+                var f = Self.randomPacket(&g, rules)
+                if k % 2 == 0 {
+                    let r = rules[g.below(rules.count)]
+                    f.source = r.srcNet | (g.u32() & ~r.srcMask); f.destination = r.dstNet | (g.u32() & ~r.dstMask)
+                    if r.portsUsed { f.proto = r.proto; f.hasL4 = true; f.laterFragment = false; f.l4Truncated = false; f.destinationPort = r.dportLo }
+                }
+                packets.append(f)
+                for start in stride(from: 0, through: rules.count + 1, by: 41) {
+                    guard check(rules, chain, f, start: start, seed: seed, set: 0),
+                          check(rules, other, f, start: start, seed: seed, set: 1) else { return }
+                }
+            }
+            checkBurst(rules, chain, packets, name)
+        }
     }
 
     /// Many rules on the same few keys: long buckets (the binary search for `start`), and a
@@ -268,7 +346,7 @@ final class CompiledChainTests: XCTestCase {
         let chain = CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
                                   collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys,
                                   tree: false, bitVectorRules: 0)
-        let vectors = CompiledChain(rules)
+        let vectors = Self.vectorChain(rules)
         XCTAssertNotNil(vectors.vectorSummary)
         XCTAssertGreaterThan(chain.longestBucket, 8)
         for _ in 0..<300 {
@@ -331,7 +409,7 @@ final class CompiledChainTests: XCTestCase {
                 ? CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: 16,
                                 pairFilterKeys: CompiledChain.pairFilterKeys, burstStageRules: 0, treeLeafLimit: [8, 16][set / 2 % 2],
                                 treeSeparate: set % 4 == 2, bitVectorRules: 0)
-                : CompiledChain(rules)
+                : Self.vectorChain(rules)
             XCTAssertEqual(chain.stagedBursts, set % 2 == 0 && chain.layout.words > 0 && !chain.hasTree)
             XCTAssertEqual(chain.hasVectors, set % 2 == 1)
             let packets = (0..<300).map { _ in Self.randomPacket(&g, rules) }
@@ -390,7 +468,7 @@ final class CompiledChainTests: XCTestCase {
         }
         let chain = CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
                                   collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
-        let vectors = CompiledChain(rules)
+        let vectors = Self.vectorChain(rules)
         XCTAssertNotNil(vectors.vectorSummary)
         guard let shape = chain.treeSummary else { return XCTFail("no cut tree for 300 separable rules") }
         XCTAssertGreaterThanOrEqual(shape.largestLeaf, 100)
@@ -426,8 +504,8 @@ final class CompiledChainTests: XCTestCase {
         let forest = CompiledChain(crossing, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
                                    collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
         XCTAssertEqual(forest.treeSummary?.trees, 2)
-        // By default (2,000 rules) bit vectors, which crossing wildcards do not trouble.
-        let vectors2 = CompiledChain(crossing)
+        // Bit vectors (2,000 rules: within `bitVectorRules`), which crossing wildcards do not trouble.
+        let vectors2 = Self.vectorChain(crossing)
         XCTAssertNotNil(vectors2.vectorSummary)
         for _ in 0..<300 {
             let f = Self.randomPacket(&g, crossing)
