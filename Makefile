@@ -16,11 +16,17 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# .ci/fresh-modules: after the sources change, this package's modules are compiled from scratch
+# (SwiftPM can skip a module whose dependency's struct layout changed; see the script).
 build: deps
+	@sh .ci/fresh-modules debug check
 	$(SWIFT) build
+	@sh .ci/fresh-modules debug stamp
 
 release: deps
+	@sh .ci/fresh-modules release check
 	$(SWIFT) build -c release --product sluice
+	@sh .ci/fresh-modules release stamp
 
 # Replays the bundled edge-box captures (what arrived on eth0 and eth1) through the bundled
 # rule set and network model, and prints a summary; outputs go to $(DEMO_OUT).
@@ -30,7 +36,9 @@ demo: release
 	  --in eth0=captures/edge-eth0.pcap --in eth1=captures/edge-eth1.pcap --out $(DEMO_OUT)
 
 test: deps
+	@sh .ci/fresh-modules debug check
 	$(SWIFT) build --build-tests
+	@sh .ci/fresh-modules debug stamp
 	$(SWIFT) test
 
 # Regenerates captures/ from Sources/capgen (deterministic; a test checks the committed files match).
@@ -42,8 +50,10 @@ bench: deps
 
 # Scaling sweeps over `sluice bench --json` (needs ../shared): tables and SVG plots in docs/sweeps/.
 sweep: deps
+	@sh .ci/fresh-modules release check
 	$(SWIFT) build -c release --product sluice
 	$(SWIFT) build -c release --product capgen
+	@sh .ci/fresh-modules release stamp
 	python3 Benchmarks/sweep.py
 
 # Sluice inline beside the NFQUEUE floors of ../shared/anchors/nfq-bench (root; writes docs/bench-inline.md).
