@@ -1,3 +1,5 @@
+import Wire
+
 /// A chain compiled for lookup: answers exactly what `LinearClassifier.firstMatch` answers
 /// ("the first rule at or after `start` whose header part matches, or hotdrops"), but looks at
 /// few rules instead of all of them. Immutable once built; plain arrays, no classes.
@@ -215,16 +217,9 @@ public struct CompiledChain: Sendable {
     /// same rules give the same packets), TCP where the rule leaves the protocol open.
     static func samplePackets(_ rules: [CompiledRule], count: Int) -> [PacketFields] {
         guard !rules.isEmpty, count > 0 else { return [] }
-        var state: UInt64 = 0x9e37_79b9_7f4a_7c15
-        func next() -> UInt64 {
-            state &+= 0x9e37_79b9_7f4a_7c15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-            return z ^ (z >> 31)
-        }
+        var g = SplitMix64(seed: 0x9e37_79b9_7f4a_7c15)
         func pick(_ r: (lo: UInt32, hi: UInt32)) -> UInt32 {
-            r.lo &+ UInt32(truncatingIfNeeded: next() % (UInt64(r.hi) - UInt64(r.lo) + 1))
+            r.lo &+ UInt32(truncatingIfNeeded: g.next() % (UInt64(r.hi) - UInt64(r.lo) + 1))
         }
         let step = max(1, rules.count / count)
         return stride(from: 0, to: rules.count, by: step).prefix(count).map { i in
