@@ -3,11 +3,11 @@
 /// (`CutTree.TreeEntry`), cut into chunks of the two key words (`CutTree.keys`), each chunk a
 /// table from the packet's value to the set of rules whose box admits it.
 ///
-/// Chunks: the four bytes of the source and of the destination (a prefix is a condition on each
-/// byte alone, so a box is the AND of its bytes' conditions), the source port and the
-/// destination port whole (a range is not a condition on each byte), the protocol. A chunk's
-/// value selects a class (`classOf`: 256 entries of 16 bits; for a port, 256 by its high byte,
-/// then 256 by its low byte, runs stored once); a class is a bit vector
+/// Chunks: the high and the low 16 bits of the source and of the destination (a box's address
+/// mask is a prefix, so it admits a range of each half), the source port and the destination
+/// port (ranges), the protocol. A chunk's value selects a class (`classOf`; the protocol: 256
+/// entries of 16 bits; a 16-bit chunk: 256 by its high byte in `portBlocks`, then 256 by its
+/// low byte, equal runs stored once); a class is a bit vector
 /// of the rules (`words`, bit r%64 of word r/64 = rule r) and its summary (`summary`, bit b set
 /// when word b is not zero). A lookup is one class per chunk, the AND of their summaries, then
 /// the AND of their words block by block, lowest first: no walk from node to node, and the
@@ -15,22 +15,21 @@
 /// are the rules whose box holds the packet, in rule order, and they are decided as the cut
 /// tree's leaves decide them (an exact box is the answer, others are checked on the rule).
 ///
-/// Chunks in which every value admits every rule are left out: their value is masked to 0, and
-/// their table is one entry, the class of every rule. The cost grows with the rules
+/// Chunks in which every value admits every rule are left out: their table is the class of
+/// every rule at every value, so the lookup still loads it (no branch per chunk), from one
+/// line that stays in cache. The cost grows with the rules
 /// (a class is N bits), so this is for small chains; the cut tree takes the bigger ones.
 @usableFromInline
 struct BitVectors: Sendable {
     /// Rules at most: 64 blocks of 64, so that a summary is one word.
     static let maxRules = 4096
 
-    /// The chunks, in a fixed order (`slots`): for each, where its table starts in `classOf`
-    /// and the mask of its value (0 for a chunk left out: its table is the one entry of the
-    /// class that admits every rule).
-    @usableFromInline var tables: [Int] = []
-    @usableFromInline var masks: [UInt64] = []
-    /// The port chunks' first level: per port chunk (source, destination), per high byte of
-    /// the port, where the 256 classes of its low bytes start in `classOf` (equal runs of 256
-    /// are stored once: a port table is a few kilobytes, not 128).
+    /// The chunks' tables sit at fixed places, so a lookup loads no offset or mask per chunk:
+    /// the protocol's at 0 in `classOf`; the 16-bit chunks' first levels (source high, source
+    /// low, destination high, destination low, source port, destination port) at `c << 8` in
+    /// `portBlocks`, each entry saying where the 256 classes of the low bytes under that high
+    /// byte start in `classOf` (equal runs of 256 are stored once: such a table is a few
+    /// kilobytes, not 128). A chunk left out is the class that admits every rule everywhere.
     @usableFromInline var portBlocks: [UInt32] = []
     /// Chunks left out.
     private(set) var skipped = 0
@@ -68,32 +67,27 @@ struct BitVectors: Sendable {
             words += v
             return id
         }
-        // The table of the chunks left out: one entry, the class that admits every rule.
-        let neutral = classOf.count
-        classOf.append(id(full))
+        let all = id(full)
+        // The protocol's byte chunk at place 0: 256 entries, filled in `add`.
+        classOf = [UInt16](repeating: all, count: 1 << 8)
         /// The next chunk from its vectors, value by value (`upTo`: the end of a run of values
-        /// with one vector).
+        /// with one vector); `at`: a byte chunk's place (`classOf`), nil for a port chunk.
         var runs: [[UInt16]: UInt32] = [:]
-        func add(width: Int, _ vectors: [(upTo: Int, vector: [UInt64])]) {
-            if vectors.count == 1 && vectors[0].vector == full {
-                tables.append(neutral)
-                masks.append(0)
-                if width == 16 { portBlocks += repeatElement(UInt32(neutral), count: 256) }
-                skipped += 1
-                return
-            }
-            masks.append((1 << UInt64(width)) - 1)
+        func add(width: Int, at: Int?, _ vectors: [(upTo: Int, vector: [UInt64])]) {
             var table: [UInt16] = []
             table.reserveCapacity(1 << width)
-            for (upTo, v) in vectors {
-                table += repeatElement(id(v), count: upTo - table.count)
+            if vectors.count == 1 && vectors[0].vector == full {
+                skipped += 1
+                table = [UInt16](repeating: all, count: 1 << width)
+            } else {
+                for (upTo, v) in vectors {
+                    table += repeatElement(id(v), count: upTo - table.count)
+                }
             }
-            if width == 8 {
-                tables.append(classOf.count)
-                classOf += table
+            if let at {
+                classOf.replaceSubrange((at << 8)..<((at + 1) << 8), with: table)
                 return
             }
-            tables.append(0)
             for hi in 0..<256 {
                 let run = Array(table[(hi << 8)..<((hi + 1) << 8)])
                 if let at = runs[run] {
@@ -107,7 +101,7 @@ struct BitVectors: Sendable {
             }
         }
         /// A byte chunk: rule r admits value v when v & mask == net (bytes of its box).
-        func byteChunk(lane: Int, shift: UInt32) {
+        func byteChunk(_ at: Int, lane: Int, shift: UInt32) {
             var vectors: [(upTo: Int, vector: [UInt64])] = []
             for v in 0..<256 {
                 var vector = [UInt64](repeating: 0, count: blocks)
@@ -121,16 +115,17 @@ struct BitVectors: Sendable {
                     vectors.append((v + 1, vector))
                 }
             }
-            add(width: 8, vectors)
+            add(width: 8, at: at, vectors)
         }
-        /// A port chunk: rule r admits the ports of its range; one vector per run of ports
-        /// between two range ends (a sweep over the ends).
-        func portChunk(field d: Int) {
+        /// A 16-bit chunk: rule r admits the values of a range (a port range, or the half of an
+        /// address its prefix fixes); one vector per run of values between two range ends (a
+        /// sweep over the ends).
+        func rangeChunk(_ range: (CutTree.TreeEntry) -> (lo: Int, hi: Int)) {
             var starts = [[Int]](repeating: [], count: 65_537), ends = starts
             for (r, e) in boxes.enumerated() {
-                let (lo, hi) = e.range(d)
-                starts[Int(lo)].append(r)
-                ends[Int(hi) + 1].append(r)
+                let (lo, hi) = range(e)
+                starts[lo].append(r)
+                ends[hi + 1].append(r)
             }
             var vector = [UInt64](repeating: 0, count: blocks)
             var vectors: [(upTo: Int, vector: [UInt64])] = []
@@ -144,38 +139,46 @@ struct BitVectors: Sendable {
                     vectors.append((p + 1, vector))
                 }
             }
-            add(width: 16, vectors)
+            add(width: 16, at: nil, vectors)
         }
-        // In the order of `slot` (source bytes high to low, destination bytes, source port,
-        // destination port, protocol).
-        for byte in 0..<4 { byteChunk(lane: 0, shift: UInt32(24 - 8 * byte)) }
-        for byte in 0..<4 { byteChunk(lane: 1, shift: UInt32(24 - 8 * byte)) }
-        portChunk(field: 2)
-        portChunk(field: 3)
-        byteChunk(lane: 3, shift: 0)
+        /// Half of an address (lane 0 source, 1 destination; `shift` 16 the high half, 0 the
+        /// low): a box's mask is a prefix, so the values it admits there are a range.
+        func half(_ lane: Int, _ shift: UInt32) -> (CutTree.TreeEntry) -> (lo: Int, hi: Int) {
+            { e in
+                let m = (e.mask[lane] >> shift) & 0xffff, t = (e.net[lane] >> shift) & 0xffff
+                return (Int(t), Int(t | ~m & 0xffff))
+            }
+        }
+        byteChunk(0, lane: 3, shift: 0)
+        rangeChunk(half(0, 16))
+        rangeChunk(half(0, 0))
+        rangeChunk(half(1, 16))
+        rangeChunk(half(1, 0))
+        rangeChunk { e in let (lo, hi) = e.range(2); return (Int(lo), Int(hi)) }
+        rangeChunk { e in let (lo, hi) = e.range(3); return (Int(lo), Int(hi)) }
         if overflow { return nil }
     }
 
     var bytes: Int {
         classOf.count * MemoryLayout<UInt16>.stride + (summary.count + words.count) * MemoryLayout<UInt64>.stride
-            + flags.count + (tables.count + masks.count) * 8 + portBlocks.count * 4
+            + flags.count + portBlocks.count * 4
     }
     var classes: Int { summary.count }
     /// Chunks looked up (the others admit every rule with every value).
     var chunks: Int { Self.slots - skipped }
 
-    /// The chunks: source bytes from the high one, destination bytes, source port, destination
-    /// port, protocol.
-    @usableFromInline static let slots = 11
+    /// The chunks: protocol, source high and low halves, destination high and low halves,
+    /// source port, destination port.
+    @usableFromInline static let slots = 7
 
     /// Diagnostics (not the lookup path): blocks whose words a lookup of `f` from 0 ANDs, and
     /// boxes it finds the packet in, until the first exact box holding it (or all of them).
     func walk(_ f: PacketFields) -> (blocks: Int, boxes: Int) {
         let (k0, k1) = CutTree.keys(f)
-        let values = [k0 >> 56, k0 >> 48, k0 >> 40, k0 >> 32, k0 >> 24, k0 >> 16, k0 >> 8, k0, k1 >> 32, k1 >> 16, k1]
-        let rows = (0..<Self.slots).map { c in
-            let v = Int(values[c] & masks[c])
-            return Int(c == 8 || c == 9 ? classOf[Int(portBlocks[(c - 8) << 8 | v >> 8]) + v & 0xff] : classOf[tables[c] + v])
+        var rows = [Int(classOf[Int(k1 & 0xff)])]
+        for (c, v) in [k0 >> 48, k0 >> 32, k0 >> 16, k0, k1 >> 32, k1 >> 16].enumerated() {
+            let p = Int(v & 0xffff)
+            rows.append(Int(classOf[Int(portBlocks[c << 8 | p >> 8]) + p & 0xff]))
         }
         var s = rows.reduce(~UInt64(0)) { $0 & summary[$1] }
         var blocksSeen = 0, boxes = 0
@@ -202,41 +205,37 @@ struct BitVectors: Sendable {
         let from = Int(from)
         // Exact boxes answer alone, except a port rule for a packet without ports.
         let need: UInt8 = f.hasL4 && !f.laterFragment ? 1 : 3
-        return tables.withUnsafeBufferPointer { tables in
-          portBlocks.withUnsafeBufferPointer { portBlocks in
-            masks.withUnsafeBufferPointer { masks in
+        return portBlocks.withUnsafeBufferPointer { portBlocks in
                 classOf.withUnsafeBufferPointer { classOf in
                     summary.withUnsafeBufferPointer { summary in
                         words.withUnsafeBufferPointer { words in
                             flags.withUnsafeBufferPointer { flags in
                                 var s: UInt64 = ~0 &<< UInt64(from &>> 6)
-                                /// Chunk `c`'s row (word offset of its class), its summary
+                                /// Byte chunk `c`'s row (word offset of its class), its summary
                                 /// ANDed into `s`.
                                 @inline(__always) func row(_ c: Int, _ value: UInt64) -> Int {
-                                    let id = Int(classOf[tables[c] &+ Int(truncatingIfNeeded: value & masks[c])])
+                                    let id = Int(classOf[c &<< 8 | Int(truncatingIfNeeded: value & 0xff)])
                                     s &= summary[id]
                                     return id &* blocks
                                 }
                                 /// A port chunk's row: two levels (`portBlocks`).
                                 @inline(__always) func portRow(_ c: Int, _ value: UInt64) -> Int {
-                                    let v = Int(truncatingIfNeeded: value & masks[c])
-                                    let id = Int(classOf[Int(portBlocks[(c &- 8) &<< 8 | v &>> 8]) &+ v & 0xff])
+                                    let v = Int(truncatingIfNeeded: value & 0xffff)
+                                    let id = Int(classOf[Int(portBlocks[c &<< 8 | v &>> 8]) &+ v & 0xff])
                                     s &= summary[id]
                                     return id &* blocks
                                 }
                                 // Every chunk, left out or not: a fixed sequence of independent
-                                // loads, no branch.
-                                let r0 = row(0, k0 &>> 56), r1 = row(1, k0 &>> 48), r2 = row(2, k0 &>> 40)
-                                let r3 = row(3, k0 &>> 32), r4 = row(4, k0 &>> 24), r5 = row(5, k0 &>> 16)
-                                let r6 = row(6, k0 &>> 8), r7 = row(7, k0), r8 = portRow(8, k1 &>> 32)
-                                let r9 = portRow(9, k1 &>> 16), r10 = row(10, k1)
+                                // loads at fixed places, no branch.
+                                let r0 = row(0, k1), r1 = portRow(0, k0 &>> 48), r2 = portRow(1, k0 &>> 32)
+                                let r3 = portRow(2, k0 &>> 16), r4 = portRow(3, k0), r5 = portRow(4, k1 &>> 32)
+                                let r6 = portRow(5, k1 &>> 16)
                                 while s != 0 {
                                     let b = s.trailingZeroBitCount
                                     s &= s &- 1
                                     var m: UInt64 = b == from &>> 6 ? ~0 &<< UInt64(from & 63) : ~0
                                     m &= words[r0 &+ b] & words[r1 &+ b] & words[r2 &+ b] & words[r3 &+ b]
-                                    m &= words[r4 &+ b] & words[r5 &+ b] & words[r6 &+ b] & words[r7 &+ b]
-                                    m &= words[r8 &+ b] & words[r9 &+ b] & words[r10 &+ b]
+                                    m &= words[r4 &+ b] & words[r5 &+ b] & words[r6 &+ b]
                                     while m != 0 {
                                         let r = b &<< 6 | m.trailingZeroBitCount
                                         m &= m &- 1
@@ -250,8 +249,6 @@ struct BitVectors: Sendable {
                         }
                     }
                 }
-            }
-          }
         }
     }
 }

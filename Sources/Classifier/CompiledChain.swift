@@ -250,7 +250,7 @@ public struct CompiledChain: Sendable {
     public func vectorWalk(_ f: PacketFields) -> (blocks: Int, boxes: Int)? { hasVectors ? vectors.walk(f) : nil }
 
     /// Whether the chain has bit vectors (see `BitVectors`), and their size: classes (bit
-    /// vectors of the rules), chunks looked up per packet (of 11), bytes.
+    /// vectors of the rules), chunks looked up per packet (of 7), bytes.
     public var vectorSummary: (classes: Int, chunks: Int, bytes: Int)? {
         hasVectors ? (vectors.classes, vectors.chunks, vectors.bytes) : nil
     }
