@@ -155,11 +155,12 @@ public struct CompiledChain: Sendable {
     /// `treeSeparate`: a forest even when one tree would fit the budget; `bitVectorRules`:
     /// chains of at most this many rules may get bit vectors instead of a tree (0: never);
     /// `byCost`: they get whichever of the two `estimatedCosts` finds cheaper (false: bit
-    /// vectors whenever allowed).
+    /// vectors whenever allowed); `vectorOrder`: where the vectors put the rules' bits (nil: the
+    /// order the fewest blocks pass, see `BitVectors`).
     public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int,
                 burstStageRules: Int = CompiledChain.burstStageRules, tree useTree: Bool = true,
                 treeBudget: Int? = nil, treeLeafLimit: Int? = nil, treeSeparate: Bool = false,
-                bitVectorRules: Int = CompiledChain.bitVectorRules, byCost: Bool = true) {
+                bitVectorRules: Int = CompiledChain.bitVectorRules, byCost: Bool = true, vectorOrder: BitVectorOrder? = nil) {
         self.rules = rules
         tables = []
         slots = []
@@ -167,7 +168,7 @@ public struct CompiledChain: Sendable {
         guard rules.count >= max(linearBelow, 1) else { return }
         build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
         buildPrefilter(pairFilterKeys: pairFilterKeys)
-        var v = rules.count <= bitVectorRules ? BitVectors(rules) : nil
+        var v = rules.count <= bitVectorRules ? BitVectors(rules, order: vectorOrder) : nil
         var t = useTree && (v == nil || byCost)
             ? CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit, separate: treeSeparate)
             : nil
@@ -254,6 +255,9 @@ public struct CompiledChain: Sendable {
     public var vectorSummary: (classes: Int, chunks: Int, bytes: Int)? {
         hasVectors ? (vectors.classes, vectors.chunks, vectors.bytes) : nil
     }
+
+    /// The order the bit vectors put the rules' bits in (`BitVectorOrder`), if the chain has them.
+    public var vectorOrder: BitVectorOrder? { hasVectors ? vectors.chosenOrder : nil }
 
     /// Whether the chain has a cut tree (see `CutTree`), and its shape (`trees` > 1: a forest,
     /// the rules separated by which addresses they leave wide).

@@ -141,20 +141,22 @@ for set in sets {
     let env = ProcessInfo.processInfo.environment
     // CB_SLACK / CB_LIMIT: tuple-table knobs; CB_NOTREE: tuple tables only (no cut tree);
     // CB_BUDGET / CB_LEAF: the cut tree's node budget and rules per leaf; CB_VECTORS: the most
-    // rules a chain may get bit vectors for (0: none); CB_BYCOST=0: bit vectors whenever allowed.
-    let tuned = ["CB_SLACK", "CB_LIMIT", "CB_NOTREE", "CB_BUDGET", "CB_LEAF", "CB_VECTORS", "CB_BYCOST"].contains { env[$0] != nil }
+    // rules a chain may get bit vectors for (0: none); CB_BYCOST=0: bit vectors whenever allowed;
+    // CB_ORDER: the vectors' order of the rules (chain, narrowFirst, wideAddresses, service).
+    let tuned = ["CB_SLACK", "CB_LIMIT", "CB_NOTREE", "CB_BUDGET", "CB_LEAF", "CB_VECTORS", "CB_BYCOST", "CB_ORDER"].contains { env[$0] != nil }
     let chain = !tuned ? CompiledChain(rules)
         : CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: Int(env["CB_SLACK"] ?? "") ?? CompiledChain.mergeSlack,
                         collisionLimit: Int(env["CB_LIMIT"] ?? "") ?? CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys,
                         tree: env["CB_NOTREE"] == nil, treeBudget: Int(env["CB_BUDGET"] ?? ""), treeLeafLimit: Int(env["CB_LEAF"] ?? ""),
                         bitVectorRules: env["CB_NOTREE"] != nil ? 0 : Int(env["CB_VECTORS"] ?? "") ?? CompiledChain.bitVectorRules,
-                        byCost: env["CB_BYCOST"] != "0")
+                        byCost: env["CB_BYCOST"] != "0",
+                        vectorOrder: env["CB_ORDER"].flatMap { o in BitVectorOrder.allCases.first { "\($0)" == o } })
     let built = ContinuousClock.now - t1
     if let c = chain.structureCosts {
         print("# \(set): estimated ns per lookup: bit vectors \(String(format: "%.1f", c.vectors)), cut tree \(String(format: "%.1f", c.tree))")
     }
     if let v = chain.vectorSummary {
-        print("# \(set): bit vectors: \(v.classes) classes, \(v.chunks) chunks, \(v.bytes) bytes")
+        print("# \(set): bit vectors: \(v.classes) classes, \(v.chunks) chunks, \(v.bytes) bytes, order \(chain.vectorOrder.map { "\($0)" } ?? "-")")
     } else if let t = chain.treeSummary {
         print("# \(set): cut tree\(t.trees > 1 ? "s: \(t.trees) trees," : ":") \(t.nodes) nodes, \(t.entries) leaf entries, \(t.leaves) leaves, depth \(t.depth), largest leaf \(t.largestLeaf)")
     } else {

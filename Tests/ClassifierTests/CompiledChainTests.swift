@@ -31,9 +31,10 @@ final class CompiledChainTests: XCTestCase {
     static func prefix(_ len: Int) -> UInt32 { len == 0 ? 0 : ~UInt32(0) << UInt32(32 - len) }
 
     /// A chain with bit vectors whenever it may have them (not by estimated cost).
-    static func vectorChain(_ rules: [CompiledRule], linearBelow: Int = CompiledChain.linearThreshold) -> CompiledChain {
+    static func vectorChain(_ rules: [CompiledRule], linearBelow: Int = CompiledChain.linearThreshold,
+                            order: BitVectorOrder? = nil) -> CompiledChain {
         CompiledChain(rules, linearBelow: linearBelow, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
-                      pairFilterKeys: CompiledChain.pairFilterKeys, byCost: false)
+                      pairFilterKeys: CompiledChain.pairFilterKeys, byCost: false, vectorOrder: order)
     }
 
     /// An address mask: a prefix of any length, now and then a non-contiguous one (a dotted
@@ -180,7 +181,7 @@ final class CompiledChainTests: XCTestCase {
                                   collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
             case 4: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
                                   pairFilterKeys: CompiledChain.pairFilterKeys, treeSeparate: true, bitVectorRules: 0)
-            case 1: Self.vectorChain(rules, linearBelow: 0)
+            case 1: Self.vectorChain(rules, linearBelow: 0, order: set % 16 == 1 ? nil : BitVectorOrder.allCases[set / 16 % 4])
             case 5: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
                                   pairFilterKeys: CompiledChain.pairFilterKeys, treeLeafLimit: 16, bitVectorRules: 0)
             default: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack,
@@ -229,6 +230,52 @@ final class CompiledChainTests: XCTestCase {
         XCTAssertGreaterThan(forestSets, 10)
     }
 
+    /// The bit vectors' orders of the rules (`BitVectorOrder`): every order is one in which
+    /// rules whose boxes intersect keep the chain's order (a topological order), it moves rules
+    /// (not the identity), and the lookups answer as the scan from every start, with rules
+    /// checked on the rule (interfaces, inversions) among them so that a candidate that fails
+    /// passes the search on to the next one, which may sit in an earlier block.
+    func testBitVectorOrders() {
+        let seed = Self.seed() &+ 8
+        print("CompiledChainTests.testBitVectorOrders: seed \(seed)")
+        var g = TestRNG(seed: seed)
+        var moved: [BitVectorOrder: Int] = [:], matched = 0
+        for set in 0..<24 {
+            let n = [40, 100, 300][set % 3] + g.below(30)
+            let rules = Self.randomRules(&g, count: n)
+            let order = BitVectorOrder.allCases[set % BitVectorOrder.allCases.count]
+            let chain = Self.vectorChain(rules, linearBelow: 0, order: order)
+            XCTAssertEqual(chain.vectorOrder, order)
+            let boxes = rules.map { CutTree.TreeEntry($0) }
+            let positions = BitVectors.positions(boxes, order)
+            XCTAssertEqual(positions.sorted(), Array(0..<n), "set \(set): a permutation")
+            XCTAssertEqual(chain.vectors.order.map { Int($0) }, positions)
+            XCTAssertEqual(chain.vectors.identity, positions == Array(0..<n))
+            var at = [Int](repeating: 0, count: n)
+            for (p, r) in positions.enumerated() { at[r] = p }
+            for j in 0..<n {
+                for i in 0..<j where (0..<5).allSatisfy({ d in
+                    let (a, b) = (boxes[i].range(d), boxes[j].range(d))
+                    return a.lo <= b.hi && b.lo <= a.hi
+                }) {
+                    guard at[i] < at[j] else { return XCTFail("set \(set) \(order): rules \(i) and \(j) intersect, order swapped") }
+                }
+            }
+            if !chain.vectors.identity { moved[order, default: 0] += 1 }
+            for _ in 0..<40 {
+                let f = Self.randomPacket(&g, rules)
+                for start in 0...(n + 1) {
+                    guard check(rules, chain, f, start: start, seed: seed, set: set) else { return }
+                    if LinearClassifier.firstMatch(rules, from: start, f) != nil { matched += 1 }
+                }
+            }
+        }
+        print("  sets whose rules moved, per order: \(moved)")
+        XCTAssertEqual(moved[.chain], nil)
+        for order in BitVectorOrder.allCases where order != .chain { XCTAssertGreaterThan(moved[order] ?? 0, 3, "\(order)") }
+        XCTAssertGreaterThan(matched, 10_000)
+    }
+
     /// Bit vectors at the edges of their 64-rule blocks (63 to 129 rules, and 2,048, the most
     /// the default gives them), from every start: random rules; rules whose boxes are all the
     /// same whole space (every chunk left out), told apart by interfaces and fragments only (no
@@ -265,16 +312,20 @@ final class CompiledChainTests: XCTestCase {
     }
 
     /// The default's choice between bit vectors and a cut tree, and both answering as the scan.
-    /// Host pairs (a source and a destination per rule, each block of 64 rules holding every
-    /// source and every destination value): a packet passes every block's summary and meets
-    /// its rule's block after half of them on average, while the tree cuts straight to the
-    /// pair: the tree, by estimate. Overlapping prefixes with wide port ranges: the tree
-    /// passes its budget, so no estimate: the vectors.
+    /// Crossed wildcards (a source host with any destination, then any source with a
+    /// destination host, alternating: every such pair of rules intersects, so no order moves a
+    /// rule; each block holds rules open in every chunk): a packet passes every block's summary
+    /// and meets its rule's block after a third of them on average, while the tree cuts
+    /// straight to it: the tree, by estimate. Host pairs (a source and a destination per rule,
+    /// no two intersecting; in the chain's order each block holds every source and every
+    /// destination value): in an order by destination (`BitVectorOrder.narrowFirst`) a packet
+    /// passes about one block: the vectors, by estimate, in a moved order. Overlapping prefixes
+    /// with wide port ranges: the tree passes its budget, so no estimate: the vectors.
     func testStructureChoice() {
         let seed = Self.seed() &+ 7
         print("CompiledChainTests.testStructureChoice: seed \(seed)")
         var g = TestRNG(seed: seed)
-        var pairs: [CompiledRule] = [], wide: [CompiledRule] = []
+        var pairs: [CompiledRule] = [], wide: [CompiledRule] = [], crossed: [CompiledRule] = []
         for i in 0..<1024 {
             var r = CompiledRule()
             r.srcMask = ~0; r.srcNet = 0x0a00_0000 | UInt32(i % 64)
@@ -290,23 +341,52 @@ final class CompiledChainTests: XCTestCase {
             (v.sportLo, v.sportHi) = (0, 65535)
             v.id = Int32(i)
             wide.append(v)
+            var c = CompiledRule()
+            if i % 2 == 0 {
+                c.srcMask = ~0; c.srcNet = 0x0a00_0000 | UInt32(i / 2)
+            } else {
+                c.dstMask = ~0; c.dstNet = 0x0a01_0000 | UInt32(i / 2)
+            }
+            c.id = Int32(i)
+            crossed.append(c)
         }
-        for (name, rules, wantVectors) in [("host pairs", pairs, false), ("wide ranges", wide, true)] {
+        for (name, rules, wantVectors) in [("crossed wildcards", crossed, false), ("host pairs", pairs, true), ("wide ranges", wide, true)] {
             let chain = CompiledChain(rules)
             XCTAssertEqual(chain.hasVectors, wantVectors, name)
             XCTAssertEqual(chain.hasTree, !wantVectors, name)
             let other: CompiledChain
-            if wantVectors {
+            if name == "wide ranges" {
                 other = CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
                                       collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
                 XCTAssertNil(other.treeSummary, "\(name): the tree fits its budget")
                 XCTAssertNil(chain.structureCosts, name)
             } else {
-                other = Self.vectorChain(rules)
-                XCTAssertNotNil(other.vectorSummary, name)
+                other = wantVectors ? CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
+                                                    collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys,
+                                                    bitVectorRules: 0)
+                    : Self.vectorChain(rules)
+                XCTAssertNotNil(wantVectors ? other.treeSummary : other.vectorSummary, name)
                 guard let costs = chain.structureCosts else { return XCTFail("\(name): no estimate") }
                 print("  \(name): estimated ns per lookup: bit vectors \(costs.vectors), cut tree \(costs.tree)")
-                XCTAssertGreaterThan(costs.vectors, 1.5 * costs.tree, name)
+                if wantVectors {
+                    XCTAssertLessThan(costs.vectors, costs.tree, name)
+                } else {
+                    XCTAssertGreaterThan(costs.vectors, 1.5 * costs.tree, name)
+                }
+            }
+            if name == "host pairs" {
+                // The order moved the rules, and packets pass fewer blocks than in the chain's.
+                XCTAssertEqual(chain.vectorOrder, .narrowFirst)
+                let inChainOrder = Self.vectorChain(rules, order: .chain)
+                var moved = 0, unmoved = 0
+                for r in rules {
+                    var f = PacketFields()
+                    f.source = r.srcNet; f.destination = r.dstNet; f.hasL4 = true
+                    moved += chain.vectorWalk(f)?.blocks ?? 0
+                    unmoved += inChainOrder.vectorWalk(f)?.blocks ?? 0
+                }
+                print("  host pairs: blocks per lookup \(Double(moved) / 1024) (chain order \(Double(unmoved) / 1024))")
+                XCTAssertLessThan(moved * 4, unmoved)
             }
             var packets: [PacketFields] = []
             for k in 0..<300 {
