@@ -193,7 +193,7 @@ public struct CompiledChain: Sendable {
 
     /// Estimated ns per lookup of bit vectors and of a cut tree (or forest) for the same chain,
     /// over packets drawn from the chain's own rules (`samplePackets`): the vectors cost a fixed
-    /// part plus each 64-rule block whose words they AND (11 independent loads); the tree a
+    /// part plus each 64-rule block whose words they AND (independent loads, 7 since the seventh pass; the constants were fitted with 11); the tree a
     /// fixed part plus each node it descends (a load that waits for the one before) and each
     /// leaf entry it looks at. The constants are fitted on ClassBench's acl1_100, acl1_1k,
     /// fw1_1k and ipc1_1k on the 2-core test machine (docs/classifier.md, sixth pass): vectors
