@@ -58,9 +58,9 @@ struct BitVectors: Sendable {
         guard rules.count <= Self.maxRules, !rules.isEmpty else { return nil }
         let inChain = rules.map { CutTree.TreeEntry($0) }
         let n = rules.count
-        let chosen = wanted ?? Self.cheapestOrder(inChain, CompiledChain.samplePackets(rules, count: 256))
+        let (chosen, positions) = wanted.map { ($0, Self.positions(inChain, $0)) }
+            ?? Self.cheapestOrder(inChain, CompiledChain.samplePackets(rules, count: 256))
         chosenOrder = chosen
-        let positions = Self.positions(inChain, chosen)
         let boxes = positions.map { inChain[$0] }
         order = positions.map { Int32($0) }
         identity = positions == Array(0..<n)
@@ -173,23 +173,36 @@ struct BitVectors: Sendable {
     /// least by `order`'s key, then by index (Kahn's topological sort; the chain's own order
     /// is the identity). O(rules^2): chains of up to `maxRules`.
     static func positions(_ boxes: [CutTree.TreeEntry], _ order: BitVectorOrder) -> [Int] {
-        let n = boxes.count
-        if order == .chain { return Array(0..<n) }
-        let ranges = boxes.map { e in (0..<5).map { e.range($0) } }
-        var before = [Int](repeating: 0, count: n)
-        var after = [[Int32]](repeating: [], count: n)
-        for j in 0..<n {
-            let b = ranges[j]
-            for i in 0..<j {
-                let a = ranges[i]
-                if a[0].lo <= b[0].hi && b[0].lo <= a[0].hi && a[1].lo <= b[1].hi && b[1].lo <= a[1].hi
-                    && a[2].lo <= b[2].hi && b[2].lo <= a[2].hi && a[3].lo <= b[3].hi && b[3].lo <= a[3].hi
-                    && a[4].lo <= b[4].hi && b[4].lo <= a[4].hi {
+        order == .chain ? Array(boxes.indices) : positions(boxes, order, Intersections(boxes))
+    }
+
+    /// Which rules' boxes intersect: per rule, how many earlier ones (`before`) and which later
+    /// ones (`after`).
+    struct Intersections {
+        var before: [Int]
+        var after: [[Int32]]
+
+        init(_ boxes: [CutTree.TreeEntry]) {
+            let n = boxes.count
+            // Five ranges per rule (source, destination, ports, protocol), flat.
+            let ranges = boxes.flatMap { e in (0..<5).map { e.range($0) } }
+            before = [Int](repeating: 0, count: n)
+            after = [[Int32]](repeating: [], count: n)
+            for j in 0..<n {
+                for i in 0..<j where (0..<5).allSatisfy({ d in
+                    ranges[i * 5 + d].lo <= ranges[j * 5 + d].hi && ranges[j * 5 + d].lo <= ranges[i * 5 + d].hi
+                }) {
                     after[i].append(Int32(j))
                     before[j] += 1
                 }
             }
         }
+    }
+
+    static func positions(_ boxes: [CutTree.TreeEntry], _ order: BitVectorOrder, _ graph: Intersections) -> [Int] {
+        let n = boxes.count
+        if order == .chain { return Array(0..<n) }
+        var before = graph.before
         // The index last: ties go to the chain's order.
         let keys = boxes.indices.map { var k = order.key(boxes[$0]); k.4 = $0; return k }
         var ready = (0..<n).filter { before[$0] == 0 }
@@ -202,7 +215,7 @@ struct BitVectors: Sendable {
             ready[k] = ready[ready.count - 1]
             ready.removeLast()
             out.append(r)
-            for j in after[r] {
+            for j in graph.after[r] {
                 before[Int(j)] -= 1
                 if before[Int(j)] == 0 { ready.append(Int(j)) }
             }
@@ -210,44 +223,47 @@ struct BitVectors: Sendable {
         return out
     }
 
-    /// The order under which the fewest blocks pass for `samples`, counted from the boxes
-    /// without building the tables: per packet, the blocks in which every chunk has a rule
-    /// admitting the packet's value, up to the first block with a box holding the packet.
-    /// Ties go to the earlier order of `BitVectorOrder.allCases` (the chain's first).
-    static func cheapestOrder(_ boxes: [CutTree.TreeEntry], _ samples: [PacketFields]) -> BitVectorOrder {
-        var best = BitVectorOrder.chain, fewest = Int.max
+    /// The order under which the fewest blocks pass for `samples`, and its positions, counted
+    /// from the boxes without building the tables: per packet, the blocks in which every chunk
+    /// has a rule admitting the packet's value, up to the first block with a box holding the
+    /// packet. Ties go to the earlier order of `BitVectorOrder.allCases` (the chain's first).
+    static func cheapestOrder(_ boxes: [CutTree.TreeEntry], _ samples: [PacketFields]) -> (BitVectorOrder, [Int]) {
+        let n = boxes.count
+        // Per sample, per rule: bit c set when the box admits chunk c's value.
+        var admits = [UInt8](repeating: 0, count: samples.count * n)
+        let chunkRanges = boxes.flatMap { e in
+            [e.range(4), half(e, 0, 16), half(e, 0, 0), half(e, 1, 16), half(e, 1, 0), e.range(2), e.range(3)]
+        }
+        for (i, f) in samples.enumerated() {
+            let (k0, k1) = CutTree.keys(f)
+            let words: [UInt64] = [k1 & 0xff, k0 >> 48, k0 >> 32 & 0xffff, k0 >> 16 & 0xffff, k0 & 0xffff, k1 >> 32, k1 >> 16 & 0xffff]
+            for r in 0..<n {
+                var bits: UInt8 = 0
+                for c in 0..<7 where chunkRanges[r * 7 + c].lo <= words[c] && words[c] <= chunkRanges[r * 7 + c].hi { bits |= 1 << UInt8(c) }
+                admits[i * n + r] = bits
+            }
+        }
+        let graph = Intersections(boxes)
+        var best = (BitVectorOrder.chain, Array(0..<n)), fewest = Int.max
         for order in BitVectorOrder.allCases {
-            let positions = positions(boxes, order)
+            let positions = positions(boxes, order, graph)
             var passed = 0
-            for f in samples {
-                let (k0, k1) = CutTree.keys(f)
-                let words: [UInt64] = [k1, k0 >> 48, k0 >> 32, k0 >> 16, k0, k1 >> 32, k1 >> 16]
-                let values = words.enumerated().map { c, w in UInt32(truncatingIfNeeded: w & (c == 0 ? 0xff : 0xffff)) }
-                var block = 0, chunks: UInt8 = 0, holds = false
+            for i in samples.indices {
+                var chunks: UInt8 = 0, holds = false
                 for (p, r) in positions.enumerated() {
-                    let admits = chunkAdmits(boxes[r], values)
-                    chunks |= admits
-                    holds = holds || admits == 0x7f
-                    if p & 63 == 63 || p == positions.count - 1 {
+                    let bits = admits[i * n + r]
+                    chunks |= bits
+                    holds = holds || bits == 0x7f
+                    if p & 63 == 63 || p == n - 1 {
                         if chunks == 0x7f { passed += 1 }
                         if holds { break }
-                        block += 1; chunks = 0
+                        chunks = 0
                     }
                 }
             }
-            if passed < fewest { best = order; fewest = passed }
+            if passed < fewest { best = (order, positions); fewest = passed }
         }
         return best
-    }
-
-    /// Bit c set when the box admits chunk c's value (`values` in the chunks' order: protocol,
-    /// source high and low halves, destination high and low halves, source port, destination
-    /// port).
-    static func chunkAdmits(_ e: CutTree.TreeEntry, _ values: [UInt32]) -> UInt8 {
-        var bits: UInt8 = 0
-        let ranges = [e.range(4), half(e, 0, 16), half(e, 0, 0), half(e, 1, 16), half(e, 1, 0), e.range(2), e.range(3)]
-        for (c, r) in ranges.enumerated() where r.lo <= values[c] && values[c] <= r.hi { bits |= 1 << UInt8(c) }
-        return bits
     }
 
     /// The values a box admits in half of an address (lane 0 source, 1 destination; `shift` 16
