@@ -44,8 +44,13 @@ struct BitVectors: Sendable {
     /// itself for every rule (`identity`).
     @usableFromInline var order: [Int32] = []
     @usableFromInline var identity = true
-    /// The order that gave the positions.
+    /// The order that gave the positions, and what its sample packets passed.
     private(set) var chosenOrder = BitVectorOrder.chain
+    private(set) var sampleCounts = SampleCounts()
+    /// Whether a lookup takes the blocks two at a time (`firstMatch`): when at least a fifth
+    /// of the sample packets pass more than one block (ClassBench fw1_1k 0.83, ipc1_1k 0.28;
+    /// acl1_1k 0.14, acl1_100 0, where pairs cost more than they save).
+    @usableFromInline var pairs = false
     /// Per position: the box's flags (bit 0: exact, bit 1: has ports; `CutTree.TreeEntry`).
     @usableFromInline var flags: [UInt8] = []
 
@@ -54,13 +59,16 @@ struct BitVectors: Sendable {
     /// nil when there are more than `maxRules` rules, or more than 65,536 classes in all.
     /// `order`: where the rules' bits go (nil: the order of `BitVectorOrder.allCases` that the fewest
     /// blocks pass for packets drawn from the rules, `chosenOrder`).
-    init?(_ rules: [CompiledRule], order wanted: BitVectorOrder? = nil) {
+    /// `inPairs`: whether lookups take blocks two at a time (nil: by the sample, `pairs`).
+    init?(_ rules: [CompiledRule], order wanted: BitVectorOrder? = nil, inPairs: Bool? = nil) {
         guard rules.count <= Self.maxRules, !rules.isEmpty else { return nil }
         let inChain = rules.map { CutTree.TreeEntry($0) }
         let n = rules.count
-        let (chosen, positions) = wanted.map { ($0, Self.positions(inChain, $0)) }
-            ?? Self.cheapestOrder(inChain, CompiledChain.samplePackets(rules, count: 256))
+        let (chosen, positions, counts) = Self.cheapestOrder(inChain, CompiledChain.samplePackets(rules, count: 256),
+                                                             among: wanted.map { [$0] } ?? BitVectorOrder.allCases)
         chosenOrder = chosen
+        sampleCounts = counts
+        pairs = inPairs ?? (counts.multi * 5 >= counts.samples && counts.samples > 0)
         let boxes = positions.map { inChain[$0] }
         order = positions.map { Int32($0) }
         identity = positions == Array(0..<n)
@@ -223,11 +231,13 @@ struct BitVectors: Sendable {
         return out
     }
 
-    /// The order under which the fewest blocks pass for `samples`, and its positions, counted
-    /// from the boxes without building the tables: per packet, the blocks in which every chunk
-    /// has a rule admitting the packet's value, up to the first block with a box holding the
-    /// packet. Ties go to the earlier order of `BitVectorOrder.allCases` (the chain's first).
-    static func cheapestOrder(_ boxes: [CutTree.TreeEntry], _ samples: [PacketFields]) -> (BitVectorOrder, [Int]) {
+    /// The order under which the fewest blocks pass for `samples` (among `candidates`), its
+    /// positions, and its counts, taken from the boxes without building the tables: per packet,
+    /// the blocks in which every chunk has a rule admitting the packet's value, up to the first
+    /// block with a box holding the packet. Ties go to the earlier candidate (the chain's order
+    /// first in `BitVectorOrder.allCases`).
+    static func cheapestOrder(_ boxes: [CutTree.TreeEntry], _ samples: [PacketFields],
+                              among candidates: [BitVectorOrder] = BitVectorOrder.allCases) -> (BitVectorOrder, [Int], SampleCounts) {
         let n = boxes.count
         // Per sample, per rule: bit c set when the box admits chunk c's value.
         var admits = [UInt8](repeating: 0, count: samples.count * n)
@@ -243,13 +253,13 @@ struct BitVectors: Sendable {
                 admits[i * n + r] = bits
             }
         }
-        let graph = Intersections(boxes)
-        var best = (BitVectorOrder.chain, Array(0..<n)), fewest = Int.max
-        for order in BitVectorOrder.allCases {
-            let positions = positions(boxes, order, graph)
-            var passed = 0
+        let graph = candidates.allSatisfy { $0 == .chain } ? nil : Intersections(boxes)
+        var best = (BitVectorOrder.chain, Array(0..<n), SampleCounts()), fewest = Int.max
+        for order in candidates {
+            let positions = graph.map { Self.positions(boxes, order, $0) } ?? Array(0..<n)
+            var counts = SampleCounts(samples: samples.count)
             for i in samples.indices {
-                var chunks: UInt8 = 0, holds = false
+                var chunks: UInt8 = 0, holds = false, passed = 0
                 for (p, r) in positions.enumerated() {
                     let bits = admits[i * n + r]
                     chunks |= bits
@@ -260,10 +270,18 @@ struct BitVectors: Sendable {
                         chunks = 0
                     }
                 }
+                counts.passed += passed
+                if passed > 1 { counts.multi += 1 }
             }
-            if passed < fewest { best = (order, positions); fewest = passed }
+            if counts.passed < fewest { best = (order, positions, counts); fewest = counts.passed }
         }
         return best
+    }
+
+    /// What `cheapestOrder` counted for the order it chose: blocks passed over all samples, and
+    /// samples that passed more than one block.
+    struct SampleCounts: Sendable {
+        var samples = 0, passed = 0, multi = 0
     }
 
     /// The values a box admits in half of an address (lane 0 source, 1 destination; `shift` 16
@@ -348,12 +366,14 @@ struct BitVectors: Sendable {
                                 let r0 = row(0, k1), r1 = portRow(0, k0 &>> 48), r2 = portRow(1, k0 &>> 32)
                                 let r3 = portRow(2, k0 &>> 16), r4 = portRow(3, k0), r5 = portRow(4, k1 &>> 32)
                                 let r6 = portRow(5, k1 &>> 16)
-                                while s != 0 {
-                                    let b = s.trailingZeroBitCount
-                                    s &= s &- 1
-                                    var m: UInt64 = b == lowest &>> 6 ? ~0 &<< UInt64(lowest & 63) : ~0
-                                    m &= words[r0 &+ b] & words[r1 &+ b] & words[r2 &+ b] & words[r3 &+ b]
-                                    m &= words[r4 &+ b] & words[r5 &+ b] & words[r6 &+ b]
+                                /// Block `b`'s words ANDed (`m`: the rules the block may answer with).
+                                @inline(__always) func hits(_ b: Int, _ m: UInt64) -> UInt64 {
+                                    m & words[r0 &+ b] & words[r1 &+ b] & words[r2 &+ b] & words[r3 &+ b]
+                                        & words[r4 &+ b] & words[r5 &+ b] & words[r6 &+ b]
+                                }
+                                /// The first of block `b`'s hits `m` that answers.
+                                @inline(__always) func scan(_ b: Int, _ m: UInt64) -> (index: Int, result: MatchResult)? {
+                                    var m = m
                                     while m != 0 {
                                         let p = b &<< 6 | m.trailingZeroBitCount
                                         m &= m &- 1
@@ -363,6 +383,37 @@ struct BitVectors: Sendable {
                                         let res = rules[r].matchesBranchFree(f)
                                         if res != .noMatch { return (r, res) }
                                     }
+                                    return nil
+                                }
+                                if !pairs {
+                                    while s != 0 {
+                                        let b = s.trailingZeroBitCount
+                                        s &= s &- 1
+                                        if let answer = scan(b, hits(b, b == lowest &>> 6 ? ~0 &<< UInt64(lowest & 63) : ~0)) {
+                                            return answer
+                                        }
+                                    }
+                                    return nil
+                                }
+                                // Blocks two at a time (`pairs`): whether a block that passed its
+                                // summaries has a hit is what the branch predictor cannot learn
+                                // where packets often pass more than one (ipc1_1k: 1.02
+                                // mispredictions per lookup, all there), so both blocks' words
+                                // are ANDed (the second's masked to nothing when there is none)
+                                // and the first with a hit is chosen by a select; the second
+                                // block is looked at apart only when the first's hits all fail
+                                // their rules.
+                                while s != 0 {
+                                    let b1 = s.trailingZeroBitCount
+                                    s &= s &- 1
+                                    let second = s != 0
+                                    let b2 = second ? s.trailingZeroBitCount : b1
+                                    s &= s &- 1
+                                    let m1 = hits(b1, b1 == lowest &>> 6 ? ~0 &<< UInt64(lowest & 63) : ~0)
+                                    let m2 = hits(b2, second ? ~0 : 0)
+                                    let first = m1 != 0
+                                    if let answer = scan(first ? b1 : b2, first ? m1 : m2) { return answer }
+                                    if first, let answer = scan(b2, m2) { return answer }
                                 }
                                 return nil
                               }

@@ -156,11 +156,13 @@ public struct CompiledChain: Sendable {
     /// chains of at most this many rules may get bit vectors instead of a tree (0: never);
     /// `byCost`: they get whichever of the two `estimatedCosts` finds cheaper (false: bit
     /// vectors whenever allowed); `vectorOrder`: where the vectors put the rules' bits (nil: the
-    /// order the fewest blocks pass, see `BitVectors`).
+    /// order the fewest blocks pass, see `BitVectors`); `vectorBlocksInPairs`: whether their
+    /// lookups take blocks two at a time (nil: by the sample, see `BitVectors.pairs`).
     public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int,
                 burstStageRules: Int = CompiledChain.burstStageRules, tree useTree: Bool = true,
                 treeBudget: Int? = nil, treeLeafLimit: Int? = nil, treeSeparate: Bool = false,
-                bitVectorRules: Int = CompiledChain.bitVectorRules, byCost: Bool = true, vectorOrder: BitVectorOrder? = nil) {
+                bitVectorRules: Int = CompiledChain.bitVectorRules, byCost: Bool = true, vectorOrder: BitVectorOrder? = nil,
+                vectorBlocksInPairs: Bool? = nil) {
         self.rules = rules
         tables = []
         slots = []
@@ -168,7 +170,7 @@ public struct CompiledChain: Sendable {
         guard rules.count >= max(linearBelow, 1) else { return }
         build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
         buildPrefilter(pairFilterKeys: pairFilterKeys)
-        var v = rules.count <= bitVectorRules ? BitVectors(rules, order: vectorOrder) : nil
+        var v = rules.count <= bitVectorRules ? BitVectors(rules, order: vectorOrder, inPairs: vectorBlocksInPairs) : nil
         var t = useTree && (v == nil || byCost)
             ? CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit, separate: treeSeparate)
             : nil
@@ -258,6 +260,17 @@ public struct CompiledChain: Sendable {
 
     /// The order the bit vectors put the rules' bits in (`BitVectorOrder`), if the chain has them.
     public var vectorOrder: BitVectorOrder? { hasVectors ? vectors.chosenOrder : nil }
+
+    /// Diagnostics: over the packets drawn from the rules (`samplePackets`), the bit vectors'
+    /// blocks passed per lookup and the share of lookups passing more than one.
+    public var vectorSampleBlocks: (perLookup: Double, multi: Double)? {
+        guard hasVectors, vectors.sampleCounts.samples > 0 else { return nil }
+        let c = vectors.sampleCounts, n = Double(c.samples)
+        return (Double(c.passed) / n, Double(c.multi) / n)
+    }
+
+    /// Diagnostics: whether the bit vectors take blocks two at a time (see `BitVectors.pairs`).
+    public var vectorPairs: Bool { hasVectors && vectors.pairs }
 
     /// Whether the chain has a cut tree (see `CutTree`), and its shape (`trees` > 1: a forest,
     /// the rules separated by which addresses they leave wide).

@@ -156,7 +156,9 @@ for set in sets {
         print("# \(set): estimated ns per lookup: bit vectors \(String(format: "%.1f", c.vectors)), cut tree \(String(format: "%.1f", c.tree))")
     }
     if let v = chain.vectorSummary {
-        print("# \(set): bit vectors: \(v.classes) classes, \(v.chunks) chunks, \(v.bytes) bytes, order \(chain.vectorOrder.map { "\($0)" } ?? "-")")
+        print("# \(set): bit vectors: \(v.classes) classes, \(v.chunks) chunks, \(v.bytes) bytes, order \(chain.vectorOrder.map { "\($0)" } ?? "-")"
+              + (chain.vectorSampleBlocks.map { ", drawn packets: \(String(format: "%.2f", $0.perLookup)) blocks per lookup, \(String(format: "%.2f", $0.multi)) past one" } ?? "")
+              + (chain.vectorPairs ? ", blocks in pairs" : ""))
     } else if let t = chain.treeSummary {
         print("# \(set): cut tree\(t.trees > 1 ? "s: \(t.trees) trees," : ":") \(t.nodes) nodes, \(t.entries) leaf entries, \(t.leaves) leaves, depth \(t.depth), largest leaf \(t.largestLeaf)")
     } else {

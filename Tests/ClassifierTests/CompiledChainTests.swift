@@ -32,9 +32,9 @@ final class CompiledChainTests: XCTestCase {
 
     /// A chain with bit vectors whenever it may have them (not by estimated cost).
     static func vectorChain(_ rules: [CompiledRule], linearBelow: Int = CompiledChain.linearThreshold,
-                            order: BitVectorOrder? = nil) -> CompiledChain {
+                            order: BitVectorOrder? = nil, inPairs: Bool? = nil) -> CompiledChain {
         CompiledChain(rules, linearBelow: linearBelow, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
-                      pairFilterKeys: CompiledChain.pairFilterKeys, byCost: false, vectorOrder: order)
+                      pairFilterKeys: CompiledChain.pairFilterKeys, byCost: false, vectorOrder: order, vectorBlocksInPairs: inPairs)
     }
 
     /// An address mask: a prefix of any length, now and then a non-contiguous one (a dotted
@@ -165,7 +165,7 @@ final class CompiledChainTests: XCTestCase {
         print("CompiledChainTests.testDifferentialRandom: seed \(seed) (SLUICE_CLASSIFIER_SEED to replay)")
         var g = TestRNG(seed: seed)
         var checks = 0, matched = 0, hotdrops = 0, compiledSets = 0, treeSets = 0, tableOnlySets = 0, forestSets = 0
-        var vectorSets = 0, costVectors = 0, costTrees = 0
+        var vectorSets = 0, costVectors = 0, costTrees = 0, pairSets = 0
         for set in 0..<160 {
             let n = [0, 1, 5, 15, 16, 17, 40, 100, 300][set % 9] + (set % 9 > 3 ? g.below(20) : 0)
             let rules = Self.randomRules(&g, count: n)
@@ -181,7 +181,8 @@ final class CompiledChainTests: XCTestCase {
                                   collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
             case 4: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
                                   pairFilterKeys: CompiledChain.pairFilterKeys, treeSeparate: true, bitVectorRules: 0)
-            case 1: Self.vectorChain(rules, linearBelow: 0, order: set % 16 == 1 ? nil : BitVectorOrder.allCases[set / 16 % 4])
+            case 1: Self.vectorChain(rules, linearBelow: 0, order: set % 16 == 1 ? nil : BitVectorOrder.allCases[set / 16 % 4],
+                                     inPairs: set % 32 == 1 ? nil : set % 16 == 9)
             case 5: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
                                   pairFilterKeys: CompiledChain.pairFilterKeys, treeLeafLimit: 16, bitVectorRules: 0)
             default: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack,
@@ -195,6 +196,7 @@ final class CompiledChainTests: XCTestCase {
                 XCTAssertEqual(chain.hasTree, costs.vectors > costs.tree, "set \(set)")
                 if chain.hasVectors { costVectors += 1 } else { costTrees += 1 }
             }
+            if chain.vectorPairs { pairSets += 1 }
             if chain.vectorSummary != nil {
                 vectorSets += 1
             } else if chain.treeSummary != nil {
@@ -217,13 +219,14 @@ final class CompiledChainTests: XCTestCase {
         }
         print("  \(checks) lookups (\(matched) matched, \(hotdrops) hotdrops), \(compiledSets) of 160 sets compiled "
               + "(\(vectorSets) with bit vectors, \(treeSets) with a cut tree, \(forestSets) of them forests, \(tableOnlySets) tuple tables only; "
-              + "by estimated cost \(costVectors) bit vectors, \(costTrees) trees)")
+              + "by estimated cost \(costVectors) bit vectors, \(costTrees) trees; \(pairSets) taking blocks in pairs)")
         // The generator must actually exercise matches, hotdrops, the vectors, the tree and the
         // table path.
         XCTAssertGreaterThan(matched, checks / 10)
         XCTAssertGreaterThan(hotdrops, 0)
         XCTAssertGreaterThan(compiledSets, 80)
         XCTAssertGreaterThan(vectorSets, 15)
+        XCTAssertGreaterThan(pairSets, 6)
         XCTAssertGreaterThan(costVectors + costTrees, 15)
         XCTAssertGreaterThan(treeSets, 30)
         XCTAssertGreaterThan(tableOnlySets, 20)
@@ -234,7 +237,8 @@ final class CompiledChainTests: XCTestCase {
     /// rules whose boxes intersect keep the chain's order (a topological order), it moves rules
     /// (not the identity), and the lookups answer as the scan from every start, with rules
     /// checked on the rule (interfaces, inversions) among them so that a candidate that fails
-    /// passes the search on to the next one, which may sit in an earlier block.
+    /// passes the search on to the next one, which may sit in an earlier block; lookups taking
+    /// blocks one at a time and in pairs.
     func testBitVectorOrders() {
         let seed = Self.seed() &+ 8
         print("CompiledChainTests.testBitVectorOrders: seed \(seed)")
@@ -244,8 +248,10 @@ final class CompiledChainTests: XCTestCase {
             let n = [40, 100, 300][set % 3] + g.below(30)
             let rules = Self.randomRules(&g, count: n)
             let order = BitVectorOrder.allCases[set % BitVectorOrder.allCases.count]
-            let chain = Self.vectorChain(rules, linearBelow: 0, order: order)
+            // Blocks one at a time and in pairs, each order both ways.
+            let chain = Self.vectorChain(rules, linearBelow: 0, order: order, inPairs: set / BitVectorOrder.allCases.count % 2 == 1)
             XCTAssertEqual(chain.vectorOrder, order)
+            XCTAssertEqual(chain.vectorPairs, set / BitVectorOrder.allCases.count % 2 == 1)
             let boxes = rules.map { CutTree.TreeEntry($0) }
             let positions = BitVectors.positions(boxes, order)
             XCTAssertEqual(positions.sorted(), Array(0..<n), "set \(set): a permutation")
@@ -295,7 +301,9 @@ final class CompiledChainTests: XCTestCase {
                     r.id = Int32(i)
                     rules[i] = r
                 }
-                let chain = Self.vectorChain(rules)
+                // Blocks one at a time and in pairs (a second block or none, the first masked by
+                // `from`).
+                let chain = Self.vectorChain(rules, inPairs: (set + shape) % 2 == 0)
                 guard let v = chain.vectorSummary else { return XCTFail("no bit vectors for \(n) rules") }
                 if shape == 1 { XCTAssertEqual(v.chunks, 0) }
                 for _ in 0..<(n > 1000 ? 30 : 60) {
