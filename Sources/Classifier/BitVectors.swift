@@ -164,11 +164,9 @@ struct BitVectors: Sendable {
             add(width: 16, at: nil, vectors)
         }
         byteChunk(0, lane: 3, shift: 0)
-        for (lane, shift) in [(0, 16), (0, 0), (1, 16), (1, 0)] as [(Int, UInt32)] {
-            rangeChunk { e in let (lo, hi) = Self.half(e, lane, shift); return (Int(lo), Int(hi)) }
+        for c in 1..<Self.slots {
+            rangeChunk { e in let (lo, hi) = Self.chunkRanges(e)[c]; return (Int(lo), Int(hi)) }
         }
-        rangeChunk { e in let (lo, hi) = e.range(2); return (Int(lo), Int(hi)) }
-        rangeChunk { e in let (lo, hi) = e.range(3); return (Int(lo), Int(hi)) }
         if overflow { return nil }
     }
 
@@ -241,12 +239,9 @@ struct BitVectors: Sendable {
         let n = boxes.count
         // Per sample, per rule: bit c set when the box admits chunk c's value.
         var admits = [UInt8](repeating: 0, count: samples.count * n)
-        let chunkRanges = boxes.flatMap { e in
-            [e.range(4), half(e, 0, 16), half(e, 0, 0), half(e, 1, 16), half(e, 1, 0), e.range(2), e.range(3)]
-        }
+        let chunkRanges = boxes.flatMap { Self.chunkRanges($0) }
         for (i, f) in samples.enumerated() {
-            let (k0, k1) = CutTree.keys(f)
-            let words: [UInt64] = [k1 & 0xff, k0 >> 48, k0 >> 32 & 0xffff, k0 >> 16 & 0xffff, k0 & 0xffff, k1 >> 32, k1 >> 16 & 0xffff]
+            let words = Self.chunkValues(f)
             for r in 0..<n {
                 var bits: UInt8 = 0
                 for c in 0..<7 where chunkRanges[r * 7 + c].lo <= words[c] && words[c] <= chunkRanges[r * 7 + c].hi { bits |= 1 << UInt8(c) }
@@ -284,6 +279,20 @@ struct BitVectors: Sendable {
         var samples = 0, passed = 0, multi = 0
     }
 
+    /// The values a box admits in each chunk, in the chunks' order (protocol, source high and
+    /// low halves, destination high and low halves, source port, destination port: `slots`).
+    /// The build's tables, the diagnostic walk and `cheapestOrder` all cut by these; the
+    /// lookup (`firstMatch`) cuts its key words the same way, inline.
+    static func chunkRanges(_ e: CutTree.TreeEntry) -> [(lo: UInt32, hi: UInt32)] {
+        [e.range(4), half(e, 0, 16), half(e, 0, 0), half(e, 1, 16), half(e, 1, 0), e.range(2), e.range(3)]
+    }
+
+    /// A packet's value in each chunk, in the order of `chunkRanges`.
+    static func chunkValues(_ f: PacketFields) -> [UInt64] {
+        let (k0, k1) = CutTree.keys(f)
+        return [k1 & 0xff, k0 >> 48, k0 >> 32 & 0xffff, k0 >> 16 & 0xffff, k0 & 0xffff, k1 >> 32, k1 >> 16 & 0xffff]
+    }
+
     /// The values a box admits in half of an address (lane 0 source, 1 destination; `shift` 16
     /// the high half, 0 the low): its mask is a prefix, so they are a range.
     static func half(_ e: CutTree.TreeEntry, _ lane: Int, _ shift: UInt32) -> (lo: UInt32, hi: UInt32) {
@@ -306,11 +315,10 @@ struct BitVectors: Sendable {
     /// Diagnostics (not the lookup path): blocks whose words a lookup of `f` from 0 ANDs, and
     /// boxes it finds the packet in, until the first exact box holding it (or all of them).
     func walk(_ f: PacketFields) -> (blocks: Int, boxes: Int) {
-        let (k0, k1) = CutTree.keys(f)
-        var rows = [Int(classOf[Int(k1 & 0xff)])]
-        for (c, v) in [k0 >> 48, k0 >> 32, k0 >> 16, k0, k1 >> 32, k1 >> 16].enumerated() {
-            let p = Int(v & 0xffff)
-            rows.append(Int(classOf[Int(portBlocks[c << 8 | p >> 8]) + p & 0xff]))
+        let values = Self.chunkValues(f).map { Int($0) }
+        var rows = [Int(classOf[values[0]])]
+        for c in 1..<Self.slots {
+            rows.append(Int(classOf[Int(portBlocks[(c - 1) << 8 | values[c] >> 8]) + values[c] & 0xff]))
         }
         var s = rows.reduce(~UInt64(0)) { $0 & summary[$1] }
         var blocksSeen = 0, boxes = 0
