@@ -57,14 +57,15 @@ struct BitVectors: Sendable {
     init() {}
 
     /// nil when there are more than `maxRules` rules, or more than 65,536 classes in all.
+    /// `samples`: packets drawn from the rules (`CompiledChain.samplePackets`).
     /// `order`: where the rules' bits go (nil: the order of `BitVectorOrder.allCases` that the fewest
     /// blocks pass for packets drawn from the rules, `chosenOrder`).
     /// `inPairs`: whether lookups take blocks two at a time (nil: by the sample, `pairs`).
-    init?(_ rules: [CompiledRule], order wanted: BitVectorOrder? = nil, inPairs: Bool? = nil) {
+    init?(_ rules: [CompiledRule], samples: [PacketFields], order wanted: BitVectorOrder? = nil, inPairs: Bool? = nil) {
         guard rules.count <= Self.maxRules, !rules.isEmpty else { return nil }
         let inChain = rules.map { CutTree.TreeEntry($0) }
         let n = rules.count
-        let (chosen, positions, counts) = Self.cheapestOrder(inChain, CompiledChain.samplePackets(rules, count: 256),
+        let (chosen, positions, counts) = Self.cheapestOrder(inChain, samples,
                                                              among: wanted.map { [$0] } ?? BitVectorOrder.allCases)
         chosenOrder = chosen
         sampleCounts = counts

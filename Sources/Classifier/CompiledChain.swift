@@ -170,12 +170,16 @@ public struct CompiledChain: Sendable {
         guard rules.count >= max(linearBelow, 1) else { return }
         build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
         buildPrefilter(pairFilterKeys: pairFilterKeys)
-        var v = rules.count <= bitVectorRules ? BitVectors(rules, order: vectorOrder, inPairs: vectorBlocksInPairs) : nil
+        // Packets drawn from the rules: the vectors pick their order by them, and the choice
+        // between vectors and tree is estimated on them.
+        let samples = rules.count <= bitVectorRules ? Self.samplePackets(rules, count: 256) : []
+        var v = rules.count <= bitVectorRules
+            ? BitVectors(rules, samples: samples, order: vectorOrder, inPairs: vectorBlocksInPairs) : nil
         var t = useTree && (v == nil || byCost)
             ? CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit, separate: treeSeparate)
             : nil
         if byCost, let vv = v, let tt = t {
-            let costs = Self.estimatedCosts(rules, vv, tt)
+            let costs = Self.estimatedCosts(samples, vv, tt)
             structureCosts = costs
             if costs.vectors <= costs.tree { t = nil } else { v = nil }
         }
@@ -195,14 +199,14 @@ public struct CompiledChain: Sendable {
 
     /// Estimated ns per lookup of bit vectors and of a cut tree (or forest) for the same chain,
     /// over packets drawn from the chain's own rules (`samplePackets`): the vectors cost a fixed
-    /// part plus each 64-rule block whose words they AND (independent loads, 7 since the seventh pass; the constants were fitted with 11); the tree a
-    /// fixed part plus each node it descends (a load that waits for the one before) and each
-    /// leaf entry it looks at. The constants are fitted on ClassBench's acl1_100, acl1_1k,
-    /// fw1_1k and ipc1_1k on the 2-core test machine (docs/classifier.md, sixth pass): vectors
-    /// 23 + 5.5 per block, tree 25 + 3.3 per node + 1 per entry. A build-time estimate, not a
-    /// measurement: the same rules always get the same structure.
-    static func estimatedCosts(_ rules: [CompiledRule], _ vectors: BitVectors, _ tree: CutTree) -> (vectors: Double, tree: Double) {
-        let samples = samplePackets(rules, count: 256)
+    /// part plus each 64-rule block whose words they AND (7 independent loads); the tree a fixed
+    /// part plus each node it descends (a load that waits for the one before) and each leaf
+    /// entry it looks at. The constants are a least-squares fit over the 11 ClassBench sets of up
+    /// to 1k rules that load (acl1_100, acl1-5_1k, fw1/3/5_1k, ipc1-2_1k), each measured both
+    /// ways on the 2-core test machine (docs/classifier.md, "Refit"): vectors 14 + 8 per block,
+    /// tree 17.5 + 4.1 per node + 1 per entry. A build-time estimate, not a measurement: the
+    /// same rules always get the same structure.
+    static func estimatedCosts(_ samples: [PacketFields], _ vectors: BitVectors, _ tree: CutTree) -> (vectors: Double, tree: Double) {
         guard !samples.isEmpty else { return (0, 0) }
         var blocks = 0, nodes = 0, entries = 0
         for f in samples {
@@ -212,7 +216,7 @@ public struct CompiledChain: Sendable {
             entries += w.scanned
         }
         let n = Double(samples.count)
-        return (23 + 5.5 * Double(blocks) / n, 25 + 3.3 * Double(nodes) / n + Double(entries) / n)
+        return (14 + 8 * Double(blocks) / n, 17.5 + 4.1 * Double(nodes) / n + Double(entries) / n)
     }
 
     /// Up to `count` packets, each inside the box of a rule (rules evenly spaced over the
