@@ -126,9 +126,13 @@ struct CutTree: Sendable {
         @usableFromInline var dstMask: SIMD4<UInt32> = .zero, dstNet: SIMD4<UInt32> = .zero
         /// Port spans / lows: source port in the high 16 bits of a lane, destination in the low.
         @usableFromInline var portSpan: SIMD4<UInt32> = .zero, portLo: SIMD4<UInt32> = .zero
-        /// Protocol mask with the box's flags in bits 8-15 (bit 8: exact, bit 9: has ports; see
-        /// `TreeEntry.init`) / protocol.
-        @usableFromInline var protoMask: SIMD4<UInt32> = .zero, proto: SIMD4<UInt32> = .zero
+        /// Protocol, mask and flags in one lane: the protocol in bits 0-11 (0 under an empty
+        /// mask; 0x100, which no packet has, in the `never` box), its mask in bits 12-19, the
+        /// box's flags in bits 24-31 (bit 24: exact, bit 25: has ports; see `TreeEntry.init`).
+        @usableFromInline var proto: SIMD4<UInt32> = .zero
+
+        /// Lanes (16 bytes each) a group takes in `CutTree.lanes`: 128 bytes.
+        @usableFromInline static let lanes = 8
 
         /// The boxes of rules `indices` (`padIndex` pads: the `never` box).
         init(_ indices: ArraySlice<Int32>, _ boxes: [TreeEntry]) {
@@ -138,9 +142,27 @@ struct CutTree: Sendable {
                 srcMask[j] = e.mask[0]; srcNet[j] = e.net[0]
                 dstMask[j] = e.mask[1]; dstNet[j] = e.net[1]
                 portSpan[j] = e.mask[2]; portLo[j] = e.net[2]
-                protoMask[j] = e.mask[3]; proto[j] = e.net[3]
+                proto[j] = r == CutTree.padIndex ? 0x100 | 0xff << 12
+                    : e.net[3] | (e.mask[3] & 0xff) << 12 | (e.mask[3] >> 8) << 24
             }
         }
+
+        /// The group whose lanes start at `lanes`.
+        @inlinable @inline(__always)
+        init(_ lanes: UnsafePointer<SIMD4<UInt32>>) {
+            index = unsafeBitCast(lanes[0], to: SIMD4<Int32>.self)
+            srcMask = lanes[1]; srcNet = lanes[2]; dstMask = lanes[3]; dstNet = lanes[4]
+            portSpan = lanes[5]; portLo = lanes[6]; proto = lanes[7]
+        }
+
+        /// Its lanes, in the order `init(_: UnsafePointer)` reads them.
+        var laneList: [SIMD4<UInt32>] {
+            [unsafeBitCast(index, to: SIMD4<UInt32>.self), srcMask, srcNet, dstMask, dstNet, portSpan, portLo, proto]
+        }
+
+        /// Bits 24-31 of entry j's protocol lane: its box's flags.
+        @inlinable @inline(__always)
+        func flags(_ j: Int) -> UInt32 { proto[j] &>> 24 }
 
         /// Which entries' boxes hold the packet, whose fields come splatted across the lanes
         /// (`Splat`).
@@ -150,7 +172,7 @@ struct CutTree: Sendable {
                 .<= unsafeBitCast(portSpan, to: SIMD8<UInt16>.self)
             let ports = unsafeBitCast(SIMD8<Int16>(repeating: 0).replacing(with: -1, where: inPorts), to: SIMD4<Int32>.self)
             return (p.source & srcMask .== srcNet) .& (p.destination & dstMask .== dstNet)
-                .& (p.proto & protoMask .== proto) .& (ports .== SIMD4(repeating: -1))
+                .& (p.proto & ((proto &>> 12) & 0xff) .== proto & 0xfff) .& (ports .== SIMD4(repeating: -1))
         }
 
         /// Bit 8j set: entry j's index is at least `from` and the packet is in its box (the first
@@ -165,6 +187,16 @@ struct CutTree: Sendable {
             let v = SIMD4<Int32>(repeating: 0).replacing(with: 1, where: m)
             return unsafeBitCast(SIMD4<UInt8>(truncatingIfNeeded: v), to: UInt32.self)
         }
+    }
+
+    /// The groups as a lookup reads them: group g from `base + g * LeafGroup.lanes`.
+    @usableFromInline
+    struct Groups {
+        @usableFromInline let base: UnsafePointer<SIMD4<UInt32>>
+        @inlinable @inline(__always)
+        init(_ lanes: UnsafeBufferPointer<SIMD4<UInt32>>, start: Int) { base = lanes.baseAddress! + start }
+        @inlinable @inline(__always)
+        subscript(_ g: Int) -> LeafGroup { LeafGroup(base + g &* LeafGroup.lanes) }
     }
 
     /// A packet's fields from its key words (`keys`), each across four lanes. (From the key
@@ -188,8 +220,13 @@ struct CutTree: Sendable {
     /// the rules as `separate` splits them; a lookup takes the smallest answer of all.
     @usableFromInline var roots: [UInt32] = [0]
     /// Leaves: runs of `LeafGroup`s (a leaf node's `base` is its first group, its count the
-    /// entries, a multiple of `group`). Identical leaves share their groups.
-    @usableFromInline var groups: [LeafGroup] = []
+    /// entries, a multiple of `group`); identical leaves share their groups. Group g is
+    /// `LeafGroup.lanes` lanes from `lanes[laneStart + g * LeafGroup.lanes]`, and
+    /// `lanes[laneStart]` is 128-byte aligned, so a group is one aligned pair of cache lines (a
+    /// 144-byte group at any 16-byte offset spanned three or four). Set once, in `init`: the
+    /// array's storage, and with it the alignment, never moves.
+    @usableFromInline private(set) var lanes = [SIMD4<UInt32>](repeating: .zero, count: LeafGroup.lanes)
+    @usableFromInline private(set) var laneStart = 0
     /// Leaf entries (rule copies, padding included), for the statistics.
     private(set) var leafEntries = 0
     private(set) var depth = 0
@@ -247,10 +284,17 @@ struct CutTree: Sendable {
         for i in nodes.indices where nodes[i].info & Node.leafBit != 0 {
             nodes[i].base /= UInt32(Self.group)
         }
-        groups.reserveCapacity(b.leafRules.count / Self.group)
-        for g in stride(from: 0, to: b.leafRules.count, by: Self.group) {
-            groups.append(LeafGroup(b.leafRules[g..<(g + Self.group)], boxes))
+        let groupCount = b.leafRules.count / Self.group
+        var lanes = [SIMD4<UInt32>](repeating: .zero, count: groupCount * LeafGroup.lanes + 7)
+        laneStart = lanes.withUnsafeMutableBufferPointer { buf in
+            let start = (128 - Int(bitPattern: buf.baseAddress!) % 128) % 128 / MemoryLayout<SIMD4<UInt32>>.stride
+            for g in 0..<groupCount {
+                let group = LeafGroup(b.leafRules[(g * Self.group)..<((g + 1) * Self.group)], boxes)
+                for (k, lane) in group.laneList.enumerated() { buf[start + g * LeafGroup.lanes + k] = lane }
+            }
+            return start
         }
+        self.lanes = lanes
         leafEntries = b.leafRules.count
         depth = b.maxDepthSeen
         leaves = b.leaves
@@ -286,7 +330,7 @@ struct CutTree: Sendable {
     }
 
     var bytes: Int {
-        nodes.count * MemoryLayout<Node>.stride + groups.count * MemoryLayout<LeafGroup>.stride
+        nodes.count * MemoryLayout<Node>.stride + lanes.count * MemoryLayout<SIMD4<UInt32>>.stride
     }
 
     private struct Builder {
@@ -455,8 +499,8 @@ struct CutTree: Sendable {
                 depth += 1
             }
             let p = Splat(k0, k1)
-            for g in groups[Int(n.base)..<(Int(n.base) + Int(n.info & ~Node.leafBit) / Self.group)] {
-                let hits = g.hits(p, from: .zero)
+            for g in Int(n.base)..<(Int(n.base) + Int(n.info & ~Node.leafBit) / Self.group) {
+                let hits = lanes.withUnsafeBufferPointer { Groups($0, start: laneStart)[g].hits(p, from: .zero) }
                 if hits != 0 { scanned += hits.trailingZeroBitCount / 8 + 1; break }
                 scanned += Self.group
             }
@@ -482,7 +526,7 @@ struct CutTree: Sendable {
     /// what a branch predictor cannot learn), then the hits are decided lowest first: an exact
     /// box is the answer, other rules are checked on the rule.
     @inlinable @inline(__always)
-    func scan(_ leaf: Node, from: Int32, _ f: PacketFields, _ k0: UInt64, _ k1: UInt64, _ groups: UnsafeBufferPointer<LeafGroup>,
+    func scan(_ leaf: Node, from: Int32, _ f: PacketFields, _ k0: UInt64, _ k1: UInt64, _ groups: Groups,
               _ rules: UnsafeBufferPointer<CompiledRule>, bounded: Bool = false, below: Int32 = .max) -> (index: Int, result: MatchResult)? {
         var i = Int(leaf.base)
         let end = i &+ Int(leaf.info & ~Node.leafBit) / Self.group
@@ -506,7 +550,7 @@ struct CutTree: Sendable {
                 hits &= hits &- 1
                 let r = Int(groups[i].index[j])
                 if bounded && r >= below { return nil }
-                if (groups[i].protoMask[j] >> 8) & need == 1 { return (r, .match) }
+                if groups[i].flags(j) & need == 1 { return (r, .match) }
                 let m = rules[r].matchesBranchFree(f)
                 if m != .noMatch { return (r, m) }
             }
@@ -521,7 +565,8 @@ struct CutTree: Sendable {
     func firstMatch(from: Int32, _ f: PacketFields, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
         if roots.count > 1 { return forestMatch(from: from, f, rules) }
         return nodes.withUnsafeBufferPointer { nodes in
-            groups.withUnsafeBufferPointer { groups in
+            lanes.withUnsafeBufferPointer { lanes in
+                let groups = Groups(lanes, start: laneStart)
                 let (k0, k1) = Self.keys(f)
                 return scan(descend(k0, k1, nodes), from: from, f, k0, k1, groups, rules)
             }
@@ -533,8 +578,9 @@ struct CutTree: Sendable {
     @inlinable
     func forestMatch(from: Int32, _ f: PacketFields, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
         nodes.withUnsafeBufferPointer { nodes in
-            groups.withUnsafeBufferPointer { groups in
-                roots.withUnsafeBufferPointer { roots in
+            lanes.withUnsafeBufferPointer { lanes in
+                let groups = Groups(lanes, start: laneStart)
+                return roots.withUnsafeBufferPointer { roots in
                     let (k0, k1) = Self.keys(f)
                     var best: (index: Int, result: MatchResult)? = nil
                     for root in roots {
@@ -581,7 +627,8 @@ struct CutTree: Sendable {
         for k in 0..<padded { (keys[2 &* k], keys[2 &* k &+ 1]) = Self.keys(packets[k < count ? lo &+ k : lo]) }
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64 &+ Self.walkGroup) { cur in
             nodes.withUnsafeBufferPointer { nodes in
-                groups.withUnsafeBufferPointer { groups in
+                lanes.withUnsafeBufferPointer { lanes in
+                    let groups = Groups(lanes, start: laneStart)
                     // Groups of `walkGroup` packets descend in lock-step, every packet a
                     // level per round, until the whole group is at its leaves.
                     var g0 = 0
