@@ -45,6 +45,7 @@ struct CutTree: Sendable {
         /// Leaf: `leafBit | count`. Internal: shift (bits 0-5) of key word 0 or 1 (`wordBit`)
         /// and child mask (bits 16-29): child = (word >> shift) & mask (see `keys`).
         @usableFromInline var info: UInt32
+        @usableFromInline init(base: UInt32, info: UInt32) { self.base = base; self.info = info }
         @usableFromInline static let leafBit: UInt32 = 1 << 31
         @usableFromInline static let wordBit: UInt32 = 1 << 8
     }
@@ -281,6 +282,7 @@ struct CutTree: Sendable {
         }() else { return nil }
         nodes = b.nodes
         roots = b.roots
+        precondition(roots.count <= 4, "forestMatch descends at most four trees (separate's parts)")
         for i in nodes.indices where nodes[i].info & Node.leafBit != 0 {
             nodes[i].base /= UInt32(Self.group)
         }
@@ -510,8 +512,8 @@ struct CutTree: Sendable {
 
     /// The packet's leaf.
     @inlinable @inline(__always)
-    func descend(_ k0: UInt64, _ k1: UInt64, _ nodes: UnsafeBufferPointer<Node>, root: Int = 0) -> Node {
-        var n = nodes[root]
+    func descend(_ k0: UInt64, _ k1: UInt64, _ nodes: UnsafeBufferPointer<Node>) -> Node {
+        var n = nodes[0]
         while n.info & Node.leafBit == 0 {
             let w = n.info & Node.wordBit != 0 ? k1 : k0
             n = nodes[Int(n.base) &+ Int(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))]
@@ -583,8 +585,25 @@ struct CutTree: Sendable {
                 return roots.withUnsafeBufferPointer { roots in
                     let (k0, k1) = Self.keys(f)
                     var best: (index: Int, result: MatchResult)? = nil
-                    for root in roots {
-                        if let m = scan(descend(k0, k1, nodes, root: Int(root)), from: from, f, k0, k1, groups, rules,
+                    // The trees' descents together (at most four: `separate`), a level of each
+                    // per round: their loads do not depend on each other, so their latencies
+                    // overlap instead of adding up. A tree at its leaf stays there (a select);
+                    // a missing tree is an empty leaf from the start.
+                    let empty = Node(base: 0, info: Node.leafBit)
+                    var n = (nodes[Int(roots[0])], roots.count > 1 ? nodes[Int(roots[1])] : empty,
+                             roots.count > 2 ? nodes[Int(roots[2])] : empty, roots.count > 3 ? nodes[Int(roots[3])] : empty)
+                    @inline(__always) func step(_ n: Node) -> Node {
+                        let w = n.info & Node.wordBit != 0 ? k1 : k0
+                        let child = Int(n.base) &+ Int(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))
+                        let next = nodes[n.info & Node.leafBit != 0 ? 0 : child]
+                        return n.info & Node.leafBit != 0 ? n : next
+                    }
+                    while n.0.info & n.1.info & n.2.info & n.3.info & Node.leafBit == 0 {
+                        n = (step(n.0), step(n.1), step(n.2), step(n.3))
+                    }
+                    for t in 0..<roots.count {
+                        let leaf = t == 0 ? n.0 : t == 1 ? n.1 : t == 2 ? n.2 : n.3
+                        if let m = scan(leaf, from: from, f, k0, k1, groups, rules,
                                         bounded: true, below: Int32(truncatingIfNeeded: best?.index ?? Int(Int32.max))) {
                             best = m
                         }
@@ -605,9 +624,10 @@ struct CutTree: Sendable {
                       _ results: UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>,
                       _ rules: UnsafeBufferPointer<CompiledRule>, usable: (PacketFields) -> Bool) {
         precondition(hi &- lo <= 64)
-        // A forest: one packet at a time (each packet's trees one after the other). Walking
-        // the burst down each tree in lock-step and then scanning with bounds was more
-        // instructions (691 against 416 per lookup on ipc1_10k) and no faster.
+        // A forest: one packet at a time (each packet's trees descended together, then
+        // scanned; see `forestMatch`). Walking the burst down each tree in lock-step and then
+        // scanning with bounds was more instructions (691 against 416 per lookup on ipc1_10k)
+        // and no faster.
         if roots.count > 1 {
             for i in lo..<hi {
                 let f = packets[i]
