@@ -203,7 +203,7 @@ public struct CompiledChain: Sendable {
     /// part plus each node it descends (a load that waits for the one before) and each leaf
     /// entry it looks at. The constants are a least-squares fit over the 11 ClassBench sets of up
     /// to 1k rules that load (acl1_100, acl1-5_1k, fw1/3/5_1k, ipc1-2_1k), each measured both
-    /// ways on the 2-core test machine (docs/classifier.md, "Refit"): vectors 14 + 8 per block,
+    /// ways on the 2-core test machine (docs/classifier.md, "Eighth pass"): vectors 14 + 8 per block,
     /// tree 17.5 + 4.1 per node + 1 per entry. A build-time estimate, not a measurement: the
     /// same rules always get the same structure.
     static func estimatedCosts(_ samples: [PacketFields], _ vectors: BitVectors, _ tree: CutTree) -> (vectors: Double, tree: Double) {

@@ -560,6 +560,8 @@ final class CompiledChainTests: XCTestCase {
         XCTAssertNotNil(vectors.vectorSummary)
         guard let shape = chain.treeSummary else { return XCTFail("no cut tree for 300 separable rules") }
         XCTAssertGreaterThanOrEqual(shape.largestLeaf, 100)
+        // The leaf groups start at a 128-byte boundary: each is one aligned pair of cache lines.
+        chain.tree.lanes.withUnsafeBufferPointer { XCTAssertEqual(Int(bitPattern: $0.baseAddress! + chain.tree.laneStart) % 128, 0) }
         var packets: [PacketFields] = []
         for _ in 0..<400 {
             var f = Self.randomPacket(&g, rules)
@@ -592,6 +594,7 @@ final class CompiledChainTests: XCTestCase {
         let forest = CompiledChain(crossing, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
                                    collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
         XCTAssertEqual(forest.treeSummary?.trees, 2)
+        forest.tree.lanes.withUnsafeBufferPointer { XCTAssertEqual(Int(bitPattern: $0.baseAddress! + forest.tree.laneStart) % 128, 0) }
         // Bit vectors (2,000 rules: within `bitVectorRules`), which crossing wildcards do not trouble.
         let vectors2 = Self.vectorChain(crossing)
         XCTAssertNotNil(vectors2.vectorSummary)
