@@ -128,8 +128,9 @@ struct CutTree: Sendable {
         /// Port spans / lows: source port in the high 16 bits of a lane, destination in the low.
         @usableFromInline var portSpan: SIMD4<UInt32> = .zero, portLo: SIMD4<UInt32> = .zero
         /// Protocol, mask and flags in one lane: the protocol in bits 0-11 (0 under an empty
-        /// mask; 0x100, which no packet has, in the `never` box), its mask in bits 12-19, the
-        /// box's flags in bits 24-31 (bit 24: exact, bit 25: has ports; see `TreeEntry.init`).
+        /// mask, but 1 in the `never` box, which no masked protocol equals), its mask in bits
+        /// 12-19, the box's flags in bits 24-31 (bit 24: exact, bit 25: has ports; see
+        /// `TreeEntry.init`).
         @usableFromInline var proto: SIMD4<UInt32> = .zero
 
         /// Lanes (16 bytes each) a group takes in `CutTree.lanes`: 128 bytes.
@@ -143,8 +144,7 @@ struct CutTree: Sendable {
                 srcMask[j] = e.mask[0]; srcNet[j] = e.net[0]
                 dstMask[j] = e.mask[1]; dstNet[j] = e.net[1]
                 portSpan[j] = e.mask[2]; portLo[j] = e.net[2]
-                proto[j] = r == CutTree.padIndex ? 0x100 | 0xff << 12
-                    : e.net[3] | (e.mask[3] & 0xff) << 12 | (e.mask[3] >> 8) << 24
+                proto[j] = e.net[3] | (e.mask[3] & 0xff) << 12 | (e.mask[3] >> 8) << 24
             }
         }
 
