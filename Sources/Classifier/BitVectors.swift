@@ -451,6 +451,12 @@ public enum BitVectorOrder: CaseIterable, Sendable {
     /// tell services apart more than addresses: ClassBench fw1_1k 2.81 blocks per lookup
     /// instead of 5.75).
     case service
+    /// By which addresses are wider than /16 (neither; the source; the destination; both), then
+    /// destination, then source: rules alike in where they are open together, as in
+    /// `wideAddresses`, but a wide destination after a wide source, and by destination first
+    /// within each (ClassBench ipc1_1k: 1.94 blocks per lookup instead of 2.20, acl3_1k 1.57
+    /// instead of 1.93).
+    case wideDestinationLast
 
     func key(_ e: CutTree.TreeEntry) -> (UInt64, UInt64, UInt64, UInt64, Int) {
         let sl = UInt64(e.srcMask.nonzeroBitCount), dl = UInt64(e.dstMask.nonzeroBitCount)
@@ -461,6 +467,8 @@ public enum BitVectorOrder: CaseIterable, Sendable {
             let wide: UInt64 = (sl < 16 ? 1 : 0) + (dl < 16 ? 1 : 0)
             return (wide, UInt64(e.srcNet), UInt64(e.dstNet), 0, 0)
         case .service: return (UInt64(e.protoMask & e.proto), UInt64(e.dportLo), UInt64(e.srcNet), UInt64(e.dstNet), 0)
+        case .wideDestinationLast:
+            return ((dl < 16 ? 2 : 0) + (sl < 16 ? 1 : 0), UInt64(e.dstNet), UInt64(e.srcNet), 0, 0)
         }
     }
 }

@@ -171,8 +171,10 @@ public struct CompiledChain: Sendable {
         build(mergeSlack: mergeSlack, collisionLimit: collisionLimit)
         buildPrefilter(pairFilterKeys: pairFilterKeys)
         // Packets drawn from the rules: the vectors pick their order by them, and the choice
-        // between vectors and tree is estimated on them.
-        let samples = rules.count <= bitVectorRules ? Self.samplePackets(rules, count: 256) : []
+        // between vectors and tree is estimated on them. One per rule up to 1,024 (with 256,
+        // one per four rules at 1k, the order chosen was not the one the traces bear out on
+        // ClassBench acl2/acl3/acl4/ipc1_1k; docs/classifier.md, "Ninth pass").
+        let samples = rules.count <= bitVectorRules ? Self.samplePackets(rules, count: 1024) : []
         var v = rules.count <= bitVectorRules
             ? BitVectors(rules, samples: samples, order: vectorOrder, inPairs: vectorBlocksInPairs) : nil
         var t = useTree && (v == nil || byCost)

@@ -142,7 +142,7 @@ for set in sets {
     // CB_SLACK / CB_LIMIT: tuple-table knobs; CB_NOTREE: tuple tables only (no cut tree);
     // CB_BUDGET / CB_LEAF: the cut tree's node budget and rules per leaf; CB_VECTORS: the most
     // rules a chain may get bit vectors for (0: none); CB_BYCOST=0: bit vectors whenever allowed;
-    // CB_ORDER: the vectors' order of the rules (chain, narrowFirst, wideAddresses, service).
+    // CB_ORDER: the vectors' order of the rules (a `BitVectorOrder` case name).
     let tuned = ["CB_SLACK", "CB_LIMIT", "CB_NOTREE", "CB_BUDGET", "CB_LEAF", "CB_VECTORS", "CB_BYCOST", "CB_ORDER"].contains { env[$0] != nil }
     let chain = !tuned ? CompiledChain(rules)
         : CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: Int(env["CB_SLACK"] ?? "") ?? CompiledChain.mergeSlack,
