@@ -181,7 +181,7 @@ final class CompiledChainTests: XCTestCase {
                                   collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
             case 4: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
                                   pairFilterKeys: CompiledChain.pairFilterKeys, treeSeparate: true, bitVectorRules: 0)
-            case 1: Self.vectorChain(rules, linearBelow: 0, order: set % 16 == 1 ? nil : BitVectorOrder.allCases[set / 16 % 4],
+            case 1: Self.vectorChain(rules, linearBelow: 0, order: set % 16 == 1 ? nil : BitVectorOrder.allCases[set / 16 % BitVectorOrder.allCases.count],
                                      inPairs: set % 32 == 1 ? nil : set % 16 == 9)
             case 5: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
                                   pairFilterKeys: CompiledChain.pairFilterKeys, treeLeafLimit: 16, bitVectorRules: 0)
@@ -244,7 +244,8 @@ final class CompiledChainTests: XCTestCase {
         print("CompiledChainTests.testBitVectorOrders: seed \(seed)")
         var g = TestRNG(seed: seed)
         var moved: [BitVectorOrder: Int] = [:], matched = 0
-        for set in 0..<24 {
+        // Six sets per order: three taking blocks one at a time, three in pairs.
+        for set in 0..<(6 * BitVectorOrder.allCases.count) {
             let n = [40, 100, 300][set % 3] + g.below(30)
             let rules = Self.randomRules(&g, count: n)
             let order = BitVectorOrder.allCases[set % BitVectorOrder.allCases.count]
