@@ -244,7 +244,7 @@ struct CutTree: Sendable {
     @inlinable @inline(__always)
     static func keys(_ f: PacketFields) -> (UInt64, UInt64) {
         (UInt64(f.source) << 32 | UInt64(f.destination),
-         UInt64(f.sourcePort) << 32 | UInt64(f.destinationPort) << 16 | UInt64(f.proto))
+         UInt64(f.ports) << 16 | UInt64(f.proto))
     }
 
     private struct BudgetExceeded: Error {}
