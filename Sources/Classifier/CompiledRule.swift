@@ -10,8 +10,7 @@ public struct PacketFields: Sendable {
     /// `destinationPort`). A lookup reads them with one 4-byte load (`CutTree.keys`); as two
     /// 2-byte fields written apart, the compiler's 4-byte load of the destination port (and the
     /// next field) waited for both stores to leave the store buffer: 13-15 ns more per cut-tree
-    /// lookup when the fields had just been built, as the engine builds them (docs/classifier.md,
-    /// "Ninth pass").
+    /// lookup when the fields had been built just before it (docs/classifier.md, "Ninth pass").
     public var ports: UInt32 = 0
     public var proto: UInt8 = 0
     /// Interface indices (see `InterfaceTable`); -1 when the hook has none (no input
