@@ -53,6 +53,13 @@ public enum ClassifierKind: String, Sendable, CaseIterable {
     case linear, compiled
 }
 
+/// A compiled chain behind a reference: an immutable class's `let` field is read in place
+/// (borrowed), never copied, and `Unmanaged` reaches it without a retain.
+final class ChainBox: Sendable {
+    let chain: CompiledChain
+    init(_ chain: CompiledChain) { self.chain = chain }
+}
+
 /// The packet engine: hooks in kernel order, at each hook its tables in priority order (raw,
 /// mangle, nat, filter, security), the routing decision from the network model between
 /// PREROUTING and INPUT/FORWARD, first-match chain evaluation, targets, counters.
@@ -65,8 +72,15 @@ public struct Engine: Sendable {
     public let network: NetworkModel
     public private(set) var interfaces: InterfaceTable
     public let tables: [CompiledTable]
-    /// Per table, per chain, when `EngineOptions.classifier == .compiled`; empty otherwise.
-    let compiledChains: [[CompiledChain]]
+    /// Every table's chains, by global chain ID (`CompiledTable.firstChainID` + chain), when
+    /// `EngineOptions.classifier == .compiled`; empty otherwise. Each sits in an immutable box,
+    /// reached per lookup through `compiledRefs` with no reference counting: a chain read out
+    /// of an array (or through a pointer) is a copy of the struct, a retain and a release of
+    /// each of its dozen arrays per lookup (about 40% of `sluice bench --stage classify`'s time
+    /// before this; docs/benchmarks.md).
+    let compiledChains: [ChainBox]
+    /// `compiledChains` unretained, for `runChain`: the boxes live as long as the engine.
+    let compiledRefs: [Unmanaged<ChainBox>]
     /// Per hook (Hook.rawValue): the (table, built-in chain) pairs to run, in order.
     let hookChains: [[(table: Int32, chain: Int32)]]
     let residuals: [ResidualMatch]
@@ -147,7 +161,8 @@ public struct Engine: Sendable {
             tables.append(compiled)
         }
         self.tables = tables
-        compiledChains = options.classifier == .compiled ? tables.map { $0.chains.map { CompiledChain($0) } } : []
+        compiledChains = options.classifier == .compiled ? tables.flatMap { $0.chains.map { ChainBox(CompiledChain($0)) } } : []
+        compiledRefs = compiledChains.map { Unmanaged.passUnretained($0) }
         natTable = tables.firstIndex { $0.name == .nat }
         let needsCT = rules.tables.contains { t in
             t.name == .nat || t.chains.contains { c in c.rules.contains { r in r.target.needsConntrack || r.match.extensions.contains(where: \.needsConntrack) } }

@@ -36,13 +36,15 @@ extension Engine {
                            trace: inout HitTrace, d: inout Decision, emitted: inout Emitted) -> Bool {
         var chain = builtin
         var next: Int32 = 0
-        stack.removeAll(keepingCapacity: true)
+        // (A call into Array.replaceSubrange even when empty, which it nearly always is.)
+        if !stack.isEmpty { stack.removeAll(keepingCapacity: true) }
         while true {
             let rules = tables[ti].chains[Int(chain)]
             var hit: (Int, MatchResult)? = nil
             var from = Int(next)
             let compiled = !compiledChains.isEmpty
-            while let (i, result) = compiled ? compiledChains[ti][Int(chain)].firstMatch(from: from, f)
+            let g = Int(tables[ti].firstChainID) &+ Int(chain)
+            while let (i, result) = compiled ? compiledRefs[g]._withUnsafeGuaranteedRef({ $0.chain.firstMatch(from: from, f) })
                                              : LinearClassifier.firstMatch(rules, from: from, f) {
                 if result == .hotdrop { hit = (i, .hotdrop); break }
                 let r = rules[i]

@@ -112,7 +112,7 @@ public struct HitTrace: Sendable {
         self.recordNAT = logging
     }
     @inlinable public mutating func clear() {
-        entries.removeAll(keepingCapacity: true)
+        if !entries.isEmpty { entries.removeAll(keepingCapacity: true) }
         if detailed { lines.removeAll(keepingCapacity: true) }
         if logging { logs.removeAll(keepingCapacity: true); logLevels.removeAll(keepingCapacity: true) }
     }
@@ -134,7 +134,7 @@ public struct Emitted: Sendable {
     }
 
     @inlinable public mutating func clear() {
-        reply.removeAll(keepingCapacity: true)
+        if !reply.isEmpty { reply.removeAll(keepingCapacity: true) }
         if !copies.isEmpty {
             copyBytes.removeAll(keepingCapacity: true)
             copies.removeAll(keepingCapacity: true)
