@@ -105,6 +105,9 @@ public struct Engine: Sendable {
     public let loopback: Int16
     /// Network-model interface id per engine interface index (-1 when the model lacks it).
     let modelInterface: [Int]
+    /// The inverse: per network-model interface ID, the engine's index (-1: none), so that the
+    /// routing decision's output interface costs no name lookup per packet.
+    let engineInterface: [Int16]
     var stack: [(chain: Int32, next: Int32)] = []
     /// The connection table, when `tracking`. Stored non-optional: testing or unwrapping an
     /// optional struct stored property copies it (a retain and release of each of its buffers),
@@ -130,6 +133,7 @@ public struct Engine: Sendable {
         interfaces = ifs
         loopback = Int16(ifs.index("lo")!)
         modelInterface = ifs.names.map { network.interfaceIndex(named: $0) ?? -1 }
+        engineInterface = network.interfaceNames.map { n in ifs.index(n).map { Int16($0) } ?? -1 }
 
         var residuals: [ResidualMatch] = []
         var ranges: [PortRange] = []
@@ -287,7 +291,16 @@ public struct Engine: Sendable {
                 throw CompileError("\(where_): match '\(e.moduleName)' needs the box's sockets")
             case .state(let st): out.append(.ctState(st.value, invert: st.invert))
             case .connmark(let m): out.append(.connmark(m.value, invert: m.invert))
-            case .conntrack(let x): out.append(.conntrack(x))
+            case .conntrack(let x):
+                // `--ctstate` alone (the common case) is the `state` match: the same answer,
+                // without copying the large `ConntrackMatch` out of its box per packet.
+                var rest = x
+                rest.state = nil
+                if let st = x.state, rest == ConntrackMatch() {
+                    out.append(.ctState(st.value, invert: st.invert))
+                } else {
+                    out.append(.conntrack(x))
+                }
             }
         }
     }
@@ -335,7 +348,9 @@ public struct Engine: Sendable {
         return modelInterface[Int(i)]
     }
 
-    func engineIndex(_ modelID: Int) -> Int16 { interfaceIndex(network.interfaceName(modelID)) ?? -1 }
+    func engineIndex(_ modelID: Int) -> Int16 {
+        modelID >= 0 && modelID < engineInterface.count ? engineInterface[modelID] : -1
+    }
 
     // MARK: - Processing
 

@@ -361,22 +361,24 @@ extension Engine {
         case .set(let idx, let src, let inv):
             return b(sets[Int(idx)].contains(src ? f.source : f.destination) != inv)
         case .constant(let v): return b(v)
-        case .ctState(let want, let inv): return b(!ctStateBits(ctx).intersection(want).isEmpty != inv)
+        case .ctState(let want, let inv): return b(!ctStateBits(ctx.ct).intersection(want).isEmpty != inv)
         case .connmark(let mm, let inv):
             // Read in place: `if let ct = conntrack` would copy the table (and retain its arrays).
             guard tracking, ctx.ct.index >= 0 else { return b(inv) }
             let mark = ct[ctx.ct.index].mark
             return b(mm.matches(mark) != inv)
-        case .conntrack(let x): return b(conntrackMatch(x, ctx))
+        case .conntrack(let x): return b(conntrackMatch(x, ctx.ct))
         }
     }
 
     /// xt_conntrack's state bits: the packet's state plus SNAT/DNAT when the connection has them.
-    func ctStateBits(_ ctx: PacketContext) -> CtState {
-        var s = ctx.ct.state
+    /// (Conntrack's view only, not the whole `PacketContext`: passing that by value from the
+    /// caller's `inout` copied its 664 bytes per ctstate match.)
+    func ctStateBits(_ info: CTInfo) -> CtState {
+        var s = info.state
         if s.isEmpty { s = .invalid }
-        if tracking, ctx.ct.index >= 0 {
-            let st = ct[ctx.ct.index].status
+        if tracking, info.index >= 0 {
+            let st = ct[info.index].status
             if st.contains(.srcNAT) { s.insert(.snat) }
             if st.contains(.dstNAT) { s.insert(.dnat) }
         }
@@ -384,15 +386,15 @@ extension Engine {
     }
 
     /// xt_conntrack: every option given must hold (each with its own `!`).
-    func conntrackMatch(_ x: ConntrackMatch, _ ctx: PacketContext) -> Bool {
-        if let st = x.state, ctStateBits(ctx).intersection(st.value).isEmpty != st.invert { return false }
-        guard tracking, ctx.ct.index >= 0 else {
+    func conntrackMatch(_ x: ConntrackMatch, _ info: CTInfo) -> Bool {
+        if let st = x.state, ctStateBits(info).intersection(st.value).isEmpty != st.invert { return false }
+        guard tracking, info.index >= 0 else {
             // No connection: only a state match can hold.
             return x.status == nil && x.proto == nil && x.origSource == nil && x.origDestination == nil && x.replySource == nil
                 && x.replyDestination == nil && x.origSourcePort == nil && x.origDestinationPort == nil && x.replySourcePort == nil
                 && x.replyDestinationPort == nil && x.directionReply == nil
         }
-        let c = ct[ctx.ct.index]
+        let c = ct[info.index]
         if let v = x.status {
             var s = CtStatus()
             if c.status.contains(.expected) { s.insert(.expected) }
@@ -408,7 +410,7 @@ extension Engine {
               addr(x.replySource, c.reply.source), addr(x.replyDestination, c.reply.destination),
               port(x.origSourcePort, c.original.sourcePort), port(x.origDestinationPort, c.original.destinationPort),
               port(x.replySourcePort, c.reply.sourcePort), port(x.replyDestinationPort, c.reply.destinationPort) else { return false }
-        if let dir = x.directionReply, dir != ctx.ct.reply { return false }
+        if let dir = x.directionReply, dir != info.reply { return false }
         return true
     }
 
