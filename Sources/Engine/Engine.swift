@@ -396,10 +396,9 @@ public struct Engine: Sendable {
         }
         let bytes = UInt64(p.ipTotalLength)
         var ctx = PacketContext(frame: frame, l3: l3, bytes: bytes, now: timestampNanos, l4: Int(p.l4Offset),
-                                capturedEnd: l3 + Int(p.ipCapturedLength))
+                                capturedEnd: l3 + Int(p.ipCapturedLength), parsed: p)
         ctx.capacity = max(frame.count, capacity ?? frame.count)
         ctx.recordNAT = trace.recordNAT || trace.detailed
-        ctx.parsed = p
         ctx.untrimmed = !p.captureTruncated && l3 + Int(p.ipTotalLength) == frame.count
         ctx.checksumVerified = checksumVerified
 
@@ -641,8 +640,9 @@ struct PacketContext {
     /// Keep a text of the rewrites (replay's `nat` field); off on the hot path.
     var recordNAT = false
     var natText = ""
-    /// The parse of the packet (conntrack needs its tuple and flags).
-    var parsed = ParsedPacket()
+    /// The parse of the packet (conntrack needs its tuple and flags). Set by `init`, copied
+    /// once: a default value overwritten afterwards was two 288-byte copies per packet.
+    var parsed: ParsedPacket
     /// Bytes usable from the frame's start; `grown`: bytes a target added at the end.
     var capacity = 0
     var grown = 0
@@ -652,8 +652,10 @@ struct PacketContext {
     /// does not check it again (nf_ip_checksum skips CHECKSUM_UNNECESSARY/PARTIAL).
     var checksumVerified = false
 
-    init(frame: UnsafeMutableRawBufferPointer, l3: Int, bytes: UInt64, now: Int64, l4: Int, capturedEnd: Int) {
+    init(frame: UnsafeMutableRawBufferPointer, l3: Int, bytes: UInt64, now: Int64, l4: Int, capturedEnd: Int,
+         parsed: ParsedPacket = ParsedPacket()) {
         self.frame = frame; self.l3 = l3; self.bytes = bytes; self.now = now; self.l4 = l4; self.capturedEnd = capturedEnd
+        self.parsed = parsed
     }
 
     /// The IPv4 packet as present in the frame.
