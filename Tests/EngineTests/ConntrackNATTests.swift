@@ -95,6 +95,37 @@ final class ConntrackNATTests: XCTestCase {
         XCTAssertTrue(listing.hasPrefix("tcp      6 60 SYN_RECV src=192.168.1.10 dst=93.184.216.34 sport=50000 dport=80 src=93.184.216.34 dst=203.0.113.1 sport=80 dport=50000 mark=0 use=1"), listing)
     }
 
+    /// `-m conntrack --ctstate` alone compiles to the state residual; with any other option
+    /// (here `--ctdir`) to the full conntrack match. Both answer as xt_conntrack: an
+    /// ESTABLISHED packet in the original direction passes the state-only rule and not the one
+    /// that also asks for REPLY.
+    func testConntrackStateAloneAndWithDirection() throws {
+        func rules(_ extra: String) -> String {
+            "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m conntrack --ctstate NEW\(extra.isEmpty ? "" : " --ctdir ORIGINAL") -j ACCEPT\n"
+                + "-A FORWARD -m conntrack --ctstate ESTABLISHED\(extra) -j ACCEPT\nCOMMIT\n"
+        }
+        var alone = try engine(rules(""))
+        var withDir = try engine(rules(" --ctdir REPLY"))
+        func isState(_ m: ResidualMatch) -> Bool { if case .ctState = m { return true }; return false }
+        func isConntrack(_ m: ResidualMatch) -> Bool { if case .conntrack = m { return true }; return false }
+        XCTAssertEqual(alone.residuals.filter(isState).count, 2)
+        XCTAssertEqual(alone.residuals.filter(isConntrack).count, 0)
+        XCTAssertEqual(withDir.residuals.filter(isConntrack).count, 2)
+        let syn = tcp(lan, 40000, remote, 80, .syn, seq: 1)
+        let synAck = tcp(remote, 80, lan, 40000, [.syn, .ack], seq: 100, ack: 2)
+        let ack = tcp(lan, 40000, remote, 80, .ack, seq: 2, ack: 101)
+        for e in [0, 1] {
+            func go(_ p: [UInt8], _ i: String) -> Decision { e == 0 ? run(&alone, p, in: i).d : run(&withDir, p, in: i).d }
+            var d = go(syn, "eth1")
+            XCTAssertEqual(d.kind, .forwarded, "engine \(e): NEW, original direction"); XCTAssertEqual(d.ct, .new)
+            d = go(synAck, "eth0")
+            XCTAssertEqual(d.kind, .forwarded, "engine \(e): ESTABLISHED, reply direction"); XCTAssertEqual(d.ct, .established)
+            d = go(ack, "eth1")
+            XCTAssertEqual(d.ct, .established)
+            XCTAssertEqual(d.kind, e == 0 ? .forwarded : .dropped, "engine \(e): ESTABLISHED, original direction")
+        }
+    }
+
     func testMasqueradePicksAnotherPortWhenTaken() throws {
         var e = try engine(stateful)
         _ = run(&e, tcp(lan, 50000, remote, 80, .syn, seq: 1), in: "eth1")
