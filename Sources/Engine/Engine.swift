@@ -53,11 +53,19 @@ public enum ClassifierKind: String, Sendable, CaseIterable {
     case linear, compiled
 }
 
-/// A compiled chain behind a reference: an immutable class's `let` field is read in place
-/// (borrowed), never copied, and `Unmanaged` reaches it without a retain.
+/// A chain's rules, and with the compiled classifier its `CompiledChain`, behind a reference:
+/// an immutable class's `let` fields are read in place (borrowed), never copied, and
+/// `Unmanaged` reaches them without a retain.
 final class ChainBox: Sendable {
+    let rules: [CompiledRule]
+    /// Empty (no tables) when `compiled` is false.
     let chain: CompiledChain
-    init(_ chain: CompiledChain) { self.chain = chain }
+    let compiled: Bool
+    init(_ rules: [CompiledRule], compiled: Bool) {
+        self.rules = rules
+        self.compiled = compiled
+        chain = compiled ? CompiledChain(rules) : CompiledChain([])
+    }
 }
 
 /// The packet engine: hooks in kernel order, at each hook its tables in priority order (raw,
@@ -72,17 +80,20 @@ public struct Engine: Sendable {
     public let network: NetworkModel
     public private(set) var interfaces: InterfaceTable
     public let tables: [CompiledTable]
-    /// Every table's chains, by global chain ID (`CompiledTable.firstChainID` + chain), when
-    /// `EngineOptions.classifier == .compiled`; empty otherwise. Each sits in an immutable box,
-    /// reached per lookup through `compiledRefs` with no reference counting: a chain read out
-    /// of an array (or through a pointer) is a copy of the struct, a retain and a release of
-    /// each of its dozen arrays per lookup (about 40% of `sluice bench --stage classify`'s time
-    /// before this; docs/benchmarks.md).
-    let compiledChains: [ChainBox]
-    /// `compiledChains` unretained, for `runChain`: the boxes live as long as the engine.
-    let compiledRefs: [Unmanaged<ChainBox>]
+    /// Every table's chains, by global chain ID (`CompiledTable.firstChainID` + chain), each in
+    /// an immutable box reached per lookup through `chainRefs` with no reference counting: a
+    /// chain read out of an array (or through a pointer) by value is a copy of the struct, a
+    /// retain and a release of each of its arrays per lookup (about 45% of `sluice bench
+    /// --stage classify`'s time before this; docs/benchmarks.md), and holding a chain's rule
+    /// array across the loop was a retain and a release per chain run.
+    let chainBoxes: [ChainBox]
+    /// `chainBoxes` unretained, for `runChain`: the boxes live as long as the engine.
+    let chainRefs: [Unmanaged<ChainBox>]
     /// Per hook (Hook.rawValue): the (table, built-in chain) pairs to run, in order.
-    let hookChains: [[(table: Int32, chain: Int32)]]
+    let hookChains: [(table: Int32, chain: Int32)]
+    /// Hook h's pairs are `hookChains[hookStart[h] ..< hookStart[h + 1]]` (one flat array: an
+    /// inner array held across the hook's chains was a retain and a release per hook).
+    let hookStart: [Int]
     let residuals: [ResidualMatch]
     let multiportRanges: [PortRange]
     let actions: [TargetAction]
@@ -165,8 +176,8 @@ public struct Engine: Sendable {
             tables.append(compiled)
         }
         self.tables = tables
-        compiledChains = options.classifier == .compiled ? tables.flatMap { $0.chains.map { ChainBox(CompiledChain($0)) } } : []
-        compiledRefs = compiledChains.map { Unmanaged.passUnretained($0) }
+        chainBoxes = tables.flatMap { $0.chains.map { ChainBox($0, compiled: options.classifier == .compiled) } }
+        chainRefs = chainBoxes.map { Unmanaged.passUnretained($0) }
         natTable = tables.firstIndex { $0.name == .nat }
         let needsCT = rules.tables.contains { t in
             t.name == .nat || t.chains.contains { c in c.rules.contains { r in r.target.needsConntrack || r.match.extensions.contains(where: \.needsConntrack) } }
@@ -182,7 +193,8 @@ public struct Engine: Sendable {
         self.actions = actions
         self.sets = sets
         self.state = state
-        var hooks: [[(table: Int32, chain: Int32)]] = []
+        var hooks: [(table: Int32, chain: Int32)] = []
+        var starts = [0]
         for h in Hook.allCases {
             var list: [(table: Int32, chain: Int32, priority: Int)] = []
             for (ti, t) in tables.enumerated() {
@@ -190,9 +202,11 @@ public struct Engine: Sendable {
                     list.append((Int32(ti), Int32(c), Self.priority(t.name, h)))
                 }
             }
-            hooks.append(list.sorted { $0.priority < $1.priority }.map { ($0.table, $0.chain) })
+            hooks += list.sorted { $0.priority < $1.priority }.map { ($0.table, $0.chain) }
+            starts.append(hooks.count)
         }
         hookChains = hooks
+        hookStart = starts
         rulePackets = Array(repeating: 0, count: Int(ruleID))
         ruleBytes = Array(repeating: 0, count: Int(ruleID))
         policyPackets = Array(repeating: 0, count: Int(chainID))

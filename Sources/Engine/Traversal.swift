@@ -10,11 +10,11 @@ extension Engine {
     @inline(__always)
     mutating func runHook(_ hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace, d: inout Decision,
                           emitted: inout Emitted) -> Bool {
-        let list = hookChains[Int(hook.rawValue)]
+        let h = Int(hook.rawValue)
         // Conntrack runs after the raw table at PREROUTING and OUTPUT (priority -200).
         let tracks = tracking && (hook == .prerouting || hook == .output) && !ctx.ct.looked
-        for k in list.indices {
-            let (t, c) = list[k]
+        for k in hookStart[h] ..< hookStart[h &+ 1] {
+            let (t, c) = hookChains[k]
             let name = tables[Int(t)].name
             if tracks && name != .raw && !ctx.ct.looked {
                 conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
@@ -39,29 +39,31 @@ extension Engine {
         // (A call into Array.replaceSubrange even when empty, which it nearly always is.)
         if !stack.isEmpty { stack.removeAll(keepingCapacity: true) }
         while true {
-            let rules = tables[ti].chains[Int(chain)]
+            let box = chainRefs[Int(tables[ti].firstChainID) &+ Int(chain)]
             var hit: (Int, MatchResult)? = nil
             var from = Int(next)
-            let compiled = !compiledChains.isEmpty
-            let g = Int(tables[ti].firstChainID) &+ Int(chain)
-            while let (i, result) = compiled ? compiledRefs[g]._withUnsafeGuaranteedRef({ $0.chain.firstMatch(from: from, f) })
-                                             : LinearClassifier.firstMatch(rules, from: from, f) {
+            while let (i, result) = box._withUnsafeGuaranteedRef({ b in
+                b.compiled ? b.chain.firstMatch(from: from, f) : LinearClassifier.firstMatch(b.rules, from: from, f)
+            }) {
                 if result == .hotdrop { hit = (i, .hotdrop); break }
-                let r = rules[i]
+                let r = box._withUnsafeGuaranteedRef { $0.rules[i] }
                 let res = r.residualCount == 0 ? MatchResult.match : residualsMatch(r, f, &ctx)
-                if trace.detailed { traceSkipped(rules, from: from, to: i, trace: &trace) }
+                if trace.detailed { traceSkipped(box.takeUnretainedValue().rules, from: from, to: i, trace: &trace) }
                 if res != .noMatch { hit = (i, res); break }
                 if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)) [\(ruleText(r.id))]: no match") }
                 from = i + 1
             }
-            if trace.detailed && hit == nil { traceSkipped(rules, from: from, to: rules.count, trace: &trace) }
+            if trace.detailed && hit == nil {
+                let rules = box.takeUnretainedValue().rules
+                traceSkipped(rules, from: from, to: rules.count, trace: &trace)
+            }
             guard let (i, result) = hit else {
                 // End of chain: built-in -> policy; user chain -> back to the caller.
                 if chain == builtin { return policy(ti, builtin, bytes: ctx.bytes, trace: &trace, d: &d) }
                 if let top = stack.popLast() { chain = top.chain; next = top.next; continue }
                 return policy(ti, builtin, bytes: ctx.bytes, trace: &trace, d: &d)
             }
-            let r = rules[i]
+            let r = box._withUnsafeGuaranteedRef { $0.rules[i] }
             if result == .hotdrop {
                 if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)) [\(ruleText(r.id))]: hotdrop (L4 header missing)") }
                 d.kind = .dropped; d.reason = .hotdrop; d.decidedBy = r.id
