@@ -89,10 +89,10 @@ public struct Engine: Sendable {
     let chainBoxes: [ChainBox]
     /// `chainBoxes` unretained, for `runChain`: the boxes live as long as the engine.
     let chainRefs: [Unmanaged<ChainBox>]
-    /// Per hook (Hook.rawValue): the (table, built-in chain) pairs to run, in order.
+    /// The (table, built-in chain) pairs each hook runs, in order, all hooks in one array:
+    /// hook h (`Hook.rawValue`) runs `hookChains[hookStart[h] ..< hookStart[h + 1]]`. (An array
+    /// per hook, held across the hook's chains, was a retain and a release per hook.)
     let hookChains: [(table: Int32, chain: Int32)]
-    /// Hook h's pairs are `hookChains[hookStart[h] ..< hookStart[h + 1]]` (one flat array: an
-    /// inner array held across the hook's chains was a retain and a release per hook).
     let hookStart: [Int]
     let residuals: [ResidualMatch]
     let multiportRanges: [PortRange]
