@@ -410,7 +410,7 @@ public struct Engine: Sendable {
         }
         let bytes = UInt64(p.ipTotalLength)
         var ctx = PacketContext(frame: frame, l3: l3, bytes: bytes, now: timestampNanos, l4: Int(p.l4Offset),
-                                capturedEnd: l3 + Int(p.ipCapturedLength), parsed: p)
+                                capturedEnd: l3 + Int(p.ipCapturedLength))
         ctx.capacity = max(frame.count, capacity ?? frame.count)
         ctx.recordNAT = trace.recordNAT || trace.detailed
         ctx.untrimmed = !p.captureTruncated && l3 + Int(p.ipTotalLength) == frame.count
@@ -421,7 +421,7 @@ public struct Engine: Sendable {
             // Martians: the kernel drops these in ip_route_input_slow, after PREROUTING.
             let martianSource = p.source >> 24 == 127 && iif != loopback || p.source >> 28 == 0xE || p.source == 0xFFFF_FFFF
                 || network.isLocal(p.source) && iif != loopback
-            if !runHook(.prerouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+            if !runHook(.prerouting, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
             if martianSource { d.reason = .martianSource; return finish(d, ctx) }
             if p.destination >> 24 == 0 || p.destination >> 24 == 127 && iif != loopback {
                 d.reason = .martianDestination; return finish(d, ctx)
@@ -442,7 +442,7 @@ public struct Engine: Sendable {
             if trace.detailed { trace.lines.append("route: \(describe(decision)) (mark \(hex(f.mark)))") }
             switch decision {
             case .local:
-                if !runHook(.input, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+                if !runHook(.input, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 d.kind = .local
                 d.mark = f.mark
                 return finish(d, ctx)
@@ -464,9 +464,9 @@ public struct Engine: Sendable {
                 f.ttl -= 1
                 if !inline { Rewrite.setTTL(frame, l3: l3, f.ttl) }
                 f.outInterface = out
-                if !runHook(.forward, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+                if !runHook(.forward, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 if p.hasIPOptions && !inline { forwardOptions(ctx, outInterface: oif, gateway: gw ?? f.destination) }
-                if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+                if !runHook(.postrouting, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 d.kind = .forwarded
                 d.outInterface = out
                 d.mark = f.mark
@@ -487,12 +487,12 @@ public struct Engine: Sendable {
         guard case .unicast(let oif0, let gw0) = first else {
             if case .local = first {
                 f.outInterface = loopback
-                if !runHook(.output, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
-                if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+                if !runHook(.output, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+                if !runHook(.postrouting, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 // Looped back: arrives on lo, PREROUTING, then INPUT.
                 f.inInterface = loopback; f.outInterface = -1
-                if !runHook(.prerouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
-                if !runHook(.input, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+                if !runHook(.prerouting, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+                if !runHook(.input, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
                 d.kind = .local
                 d.mark = f.mark
                 return finish(d, ctx)
@@ -504,7 +504,7 @@ public struct Engine: Sendable {
         ctx.nextHop = gw0 ?? p.destination
         let markBefore = f.mark
         let destinationBefore = f.destination
-        if !runHook(.output, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+        if !runHook(.output, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
         if f.mark != markBefore || ctx.lookupTable != nil || f.destination != destinationBefore {
             // ip_route_me_harder: a mark set in OUTPUT can pick another route (LOOKUP: its table).
             let again = ctx.lookupTable.map { network.route(destination: p.destination, inTable: $0) }
@@ -514,7 +514,7 @@ public struct Engine: Sendable {
             f.outInterface = engineIndex(oif)
             ctx.nextHop = gw ?? f.destination
         }
-        if !runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
+        if !runHook(.postrouting, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return finishDrop(d, f: f, p: p, ctx: ctx, trace: &trace, emitted: &emitted) }
         d.kind = .sent
         d.outInterface = f.outInterface
         d.mark = f.mark
@@ -562,8 +562,12 @@ public struct Engine: Sendable {
             var d = Decision()
             var ignored = Emitted()  // a COPY rule in OUTPUT does not mirror the box's own answers here
             if trace.detailed { trace.lines.append("reply: \(describe(rp))") }
-            guard runHook(.output, &f, &ctx, trace: &trace, d: &d, emitted: &ignored),
-                  runHook(.postrouting, &f, &ctx, trace: &trace, d: &d, emitted: &ignored) else { return -1 }
+            // Conntrack at OUTPUT sees an empty parse for the box's own answers, as it always has
+            // here (the kernel attaches a RST to the original's connection and tracks an ICMP
+            // error as RELATED; not modelled).
+            let unparsed = ParsedPacket()
+            guard runHook(.output, unparsed, &f, &ctx, trace: &trace, d: &d, emitted: &ignored),
+                  runHook(.postrouting, unparsed, &f, &ctx, trace: &trace, d: &d, emitted: &ignored) else { return -1 }
             return f.outInterface
         }
     }
@@ -654,9 +658,6 @@ struct PacketContext {
     /// Keep a text of the rewrites (replay's `nat` field); off on the hot path.
     var recordNAT = false
     var natText = ""
-    /// The parse of the packet (conntrack needs its tuple and flags). Set by `init`, copied
-    /// once: a default value overwritten afterwards was two 288-byte copies per packet.
-    var parsed: ParsedPacket
     /// Bytes usable from the frame's start; `grown`: bytes a target added at the end.
     var capacity = 0
     var grown = 0
@@ -666,10 +667,8 @@ struct PacketContext {
     /// does not check it again (nf_ip_checksum skips CHECKSUM_UNNECESSARY/PARTIAL).
     var checksumVerified = false
 
-    init(frame: UnsafeMutableRawBufferPointer, l3: Int, bytes: UInt64, now: Int64, l4: Int, capturedEnd: Int,
-         parsed: ParsedPacket = ParsedPacket()) {
+    init(frame: UnsafeMutableRawBufferPointer, l3: Int, bytes: UInt64, now: Int64, l4: Int, capturedEnd: Int) {
         self.frame = frame; self.l3 = l3; self.bytes = bytes; self.now = now; self.l4 = l4; self.capturedEnd = capturedEnd
-        self.parsed = parsed
     }
 
     /// The IPv4 packet as present in the frame.

@@ -22,10 +22,10 @@ extension Engine {
         var f = PacketFields(p, inInterface: inInterface, outInterface: outInterface)
         let l3 = Int(p.l3Offset)
         var ctx = PacketContext(frame: frame, l3: l3, bytes: UInt64(p.ipTotalLength), now: timestampNanos, l4: Int(p.l4Offset),
-                                capturedEnd: l3 + Int(p.ipCapturedLength), parsed: p)
+                                capturedEnd: l3 + Int(p.ipCapturedLength))
         ctx.capacity = frame.count
         var d = Decision()
-        return runHook(hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted)
+        return runHook(hook, p, &f, &ctx, trace: &trace, d: &d, emitted: &emitted)
     }
 
     /// Rules in every table (what `sluice check` counts).

@@ -8,8 +8,10 @@ extension Engine {
     /// Runs every table's built-in chain at `hook`, in priority order. Returns true when the
     /// packet goes on; false with `d` filled (dropped, rejected, hotdrop).
     @inline(__always)
-    mutating func runHook(_ hook: Hook, _ f: inout PacketFields, _ ctx: inout PacketContext, trace: inout HitTrace, d: inout Decision,
-                          emitted: inout Emitted) -> Bool {
+    /// `p`: the packet's parse, for conntrack (passed beside `ctx`, not kept in it: a copy in the
+    /// context was 288 bytes copied per packet, and once more for each conntrack lookup).
+    mutating func runHook(_ hook: Hook, _ p: borrowing ParsedPacket, _ f: inout PacketFields, _ ctx: inout PacketContext,
+                          trace: inout HitTrace, d: inout Decision, emitted: inout Emitted) -> Bool {
         let h = Int(hook.rawValue)
         // Conntrack runs after the raw table at PREROUTING and OUTPUT (priority -200).
         let tracks = tracking && (hook == .prerouting || hook == .output) && !ctx.ct.looked
@@ -17,7 +19,7 @@ extension Engine {
             let (t, c) = hookChains[k]
             let name = tables[Int(t)].name
             if tracks && name != .raw && !ctx.ct.looked {
-                conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
+                conntrackIn(f, p, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
             }
             if name == .nat {
                 if !natStep(table: Int(t), chain: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
@@ -27,7 +29,7 @@ extension Engine {
             if !runChain(table: Int(t), builtin: c, hook: hook, &f, &ctx, trace: &trace, d: &d, emitted: &emitted) { return false }
         }
         if tracks && !ctx.ct.looked {
-            conntrackIn(f, ctx.parsed, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
+            conntrackIn(f, p, &ctx, verifyChecksum: conntrackChecksum && hook == .prerouting && !ctx.checksumVerified, trace: &trace)
         }
         return true
     }
