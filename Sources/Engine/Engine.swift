@@ -306,8 +306,8 @@ public struct Engine: Sendable {
             case .state(let st): out.append(.ctState(st.value, invert: st.invert))
             case .connmark(let m): out.append(.connmark(m.value, invert: m.invert))
             case .conntrack(let x):
-                // `--ctstate` alone (the common case) is the `state` match: the same answer,
-                // without copying the large `ConntrackMatch` out of its box per packet.
+                // `--ctstate` alone (the common case) is the `state` match: the same answer
+                // with fewer checks.
                 var rest = x
                 rest.state = nil
                 if let st = x.state, rest == ConntrackMatch() {

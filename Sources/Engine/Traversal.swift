@@ -371,13 +371,14 @@ extension Engine {
             guard tracking, ctx.ct.index >= 0 else { return b(inv) }
             let mark = ct[ctx.ct.index].mark
             return b(mm.matches(mark) != inv)
-        case .conntrack(let x): return b(conntrackMatch(x, ctx.ct))
+        case .conntrack(let x):
+            let c: Connection? = tracking && ctx.ct.index >= 0 ? ct[ctx.ct.index] : nil
+            return b(Self.conntrackMatch(x, ctx.ct, stateBits: ctStateBits(ctx.ct), connection: c))
         }
     }
 
     /// xt_conntrack's state bits: the packet's state plus SNAT/DNAT when the connection has them.
-    /// (Conntrack's view only, not the whole `PacketContext`: passing that by value from the
-    /// caller's `inout` copied its 664 bytes per ctstate match.)
+    @inline(__always)
     func ctStateBits(_ info: CTInfo) -> CtState {
         var s = info.state
         if s.isEmpty { s = .invalid }
@@ -389,16 +390,18 @@ extension Engine {
         return s
     }
 
-    /// xt_conntrack: every option given must hold (each with its own `!`).
-    func conntrackMatch(_ x: ConntrackMatch, _ info: CTInfo) -> Bool {
-        if let st = x.state, ctStateBits(info).intersection(st.value).isEmpty != st.invert { return false }
-        guard tracking, info.index >= 0 else {
+    /// xt_conntrack: every option given must hold (each with its own `!`). `connection`: the
+    /// packet's entry, nil when it has none. Static, given what it reads: as a method called
+    /// from the `mutating` `residual`, it got a copy of the whole `Engine` per call (680 bytes,
+    /// and a retain of each of its arrays).
+    static func conntrackMatch(_ x: ConntrackMatch, _ info: CTInfo, stateBits: CtState, connection: Connection?) -> Bool {
+        if let st = x.state, stateBits.intersection(st.value).isEmpty != st.invert { return false }
+        guard let c = connection else {
             // No connection: only a state match can hold.
             return x.status == nil && x.proto == nil && x.origSource == nil && x.origDestination == nil && x.replySource == nil
                 && x.replyDestination == nil && x.origSourcePort == nil && x.origDestinationPort == nil && x.replySourcePort == nil
                 && x.replyDestinationPort == nil && x.directionReply == nil
         }
-        let c = ct[info.index]
         if let v = x.status {
             var s = CtStatus()
             if c.status.contains(.expected) { s.insert(.expected) }
