@@ -48,11 +48,13 @@ extension Engine {
                 b.compiled ? b.chain.firstMatch(from: from, f) : LinearClassifier.firstMatch(b.rules, from: from, f)
             }) {
                 if result == .hotdrop { hit = (i, .hotdrop); break }
-                let r = box._withUnsafeGuaranteedRef { $0.rules[i] }
-                let res = r.residualCount == 0 ? MatchResult.match : residualsMatch(r, f, &ctx)
+                let id = Int(box._withUnsafeGuaranteedRef { $0.firstID }) &+ i
+                // The rule itself is loaded only for its residual matches (or a trace).
+                let res = !ruleSlots[id].hasResiduals ? MatchResult.match
+                    : residualsMatch(box._withUnsafeGuaranteedRef { $0.rules[i] }, f, &ctx)
                 if trace.detailed { traceSkipped(box.takeUnretainedValue().rules, from: from, to: i, trace: &trace) }
                 if res != .noMatch { hit = (i, res); break }
-                if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)) [\(ruleText(r.id))]: no match") }
+                if trace.detailed { trace.lines.append("    \(describe(traceEntry: Int32(id))) [\(ruleText(Int32(id)))]: no match") }
                 from = i + 1
             }
             if trace.detailed && hit == nil {
@@ -65,23 +67,25 @@ extension Engine {
                 if let top = stack.popLast() { chain = top.chain; next = top.next; continue }
                 return policy(ti, builtin, bytes: ctx.bytes, trace: &trace, d: &d)
             }
-            let r = box._withUnsafeGuaranteedRef { $0.rules[i] }
+            let slot = Int(box._withUnsafeGuaranteedRef { $0.firstID }) &+ i, id = Int32(truncatingIfNeeded: slot)
             if result == .hotdrop {
-                if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)) [\(ruleText(r.id))]: hotdrop (L4 header missing)") }
-                d.kind = .dropped; d.reason = .hotdrop; d.decidedBy = r.id
+                if trace.detailed { trace.lines.append("    \(describe(traceEntry: id)) [\(ruleText(id))]: hotdrop (L4 header missing)") }
+                d.kind = .dropped; d.reason = .hotdrop; d.decidedBy = id
                 return false
             }
-            rulePackets[Int(r.id)] &+= 1
-            ruleBytes[Int(r.id)] &+= ctx.bytes
-            trace.rule(r.id)
-            if trace.detailed { trace.lines.append("    \(describe(traceEntry: r.id)) [\(ruleText(r.id))]: match -> \(targetText(r, table: ti))") }
-            switch r.target {
+            ruleSlots[slot].packets &+= 1
+            ruleSlots[slot].bytes &+= ctx.bytes
+            trace.rule(id)
+            if trace.detailed {
+                trace.lines.append("    \(describe(traceEntry: id)) [\(ruleText(id))]: match -> \(targetText(box.takeUnretainedValue().rules[i], table: ti))")
+            }
+            switch ruleSlots[slot].target {
             case .none:
                 next = Int32(i) + 1
             case .accept:
                 return true
             case .drop:
-                d.kind = .dropped; d.reason = .rule; d.decidedBy = r.id
+                d.kind = .dropped; d.reason = .rule; d.decidedBy = id
                 return false
             case .return:
                 if let top = stack.popLast() { chain = top.chain; next = top.next } else {
@@ -97,7 +101,7 @@ extension Engine {
                 case .next: next = Int32(i) + 1
                 case .accept: return true
                 case .reject:
-                    d.kind = .rejected; d.reason = .rule; d.decidedBy = r.id
+                    d.kind = .rejected; d.reason = .rule; d.decidedBy = id
                     return false
                 }
             }
@@ -588,7 +592,7 @@ extension Engine {
                 }
                 for r in out.tables[si].chains[c].rules.indices {
                     let id = Int(t.firstRuleID[c]) + r
-                    out.tables[si].chains[c].rules[r].counters = Counters(packets: rulePackets[id], bytes: ruleBytes[id])
+                    out.tables[si].chains[c].rules[r].counters = Counters(packets: ruleSlots[id].packets, bytes: ruleSlots[id].bytes)
                 }
             }
         }
