@@ -514,6 +514,16 @@ public struct CompiledChain: Sendable {
     /// answer as `LinearClassifier.firstMatch(rules, from: start, f)`.
     @inlinable
     public func firstMatch(from start: Int, _ f: PacketFields) -> (index: Int, result: MatchResult)? {
+        inlinedFirstMatch(from: start, f)
+    }
+
+    /// `firstMatch`, always inlined into its caller. For a caller that holds the chain in a
+    /// class's `let` property (the engine's chain boxes): a call there passed the method a
+    /// bitwise copy of this whole struct (353 bytes, a `memcpy` per lookup, 10% of `sluice bench
+    /// --stage classify` at acl1_100), inlined it reads the fields in place. Not the default:
+    /// forced into `classbench`'s loops it made acl1_100 lookups 0.5-1.5 ns slower.
+    @inlinable @inline(__always)
+    public func inlinedFirstMatch(from start: Int, _ f: PacketFields) -> (index: Int, result: MatchResult)? {
         if tables.isEmpty { return LinearClassifier.firstMatch(rules, from: start, f) }
         if start >= rules.count { return nil }
         let from = Int32(clamping: max(start, 0))

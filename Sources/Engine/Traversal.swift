@@ -45,7 +45,8 @@ extension Engine {
             var hit: (Int, MatchResult)? = nil
             var from = Int(next)
             while let (i, result) = box._withUnsafeGuaranteedRef({ b in
-                b.compiled ? b.chain.firstMatch(from: from, f) : LinearClassifier.firstMatch(b.rules, from: from, f)
+                // (Inlined: a call would get a copy of the 353-byte chain; see `inlinedFirstMatch`.)
+                b.compiled ? b.chain.inlinedFirstMatch(from: from, f) : LinearClassifier.firstMatch(b.rules, from: from, f)
             }) {
                 if result == .hotdrop { hit = (i, .hotdrop); break }
                 let id = Int(box._withUnsafeGuaranteedRef { $0.firstID }) &+ i
