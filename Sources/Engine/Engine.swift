@@ -609,7 +609,6 @@ public struct Engine: Sendable {
         if tracking && ctx.ct.looked {
             if d.kind == .dropped || d.kind == .rejected { conntrackAbort(ctx) } else { conntrackConfirm(ctx) }
             d.ct = ctx.ct.state
-            d.natText = ctx.natText
         }
         return count(d)
     }
@@ -678,9 +677,9 @@ struct PacketContext {
     var nextHop: UInt32 = 0
     var innerRewritten = false
     var natApplied = false
-    /// Keep a text of the rewrites (replay's `nat` field); off on the hot path.
+    /// Keep a text of the rewrites in the trace (`HitTrace.natText`, replay's `nat` field); off
+    /// on the hot path, and for the box's own answers (`sendReply`).
     var recordNAT = false
-    var natText = ""
     /// Bytes usable from the frame's start; `grown`: bytes a target added at the end.
     var capacity = 0
     var grown = 0

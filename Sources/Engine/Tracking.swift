@@ -166,7 +166,7 @@ extension Engine {
         let showPort = f.hasL4 && !ctx.ct.related
         if manip == .source {
             if trace.detailed { trace.lines.append("  nat: source -> \(IPv4Address(addr)):\(port)") }
-            if ctx.recordNAT { ctx.natText += "src \(IPv4Address(f.source))\(showPort ? ":\(f.sourcePort)" : "") -> \(IPv4Address(addr))\(showPort ? ":\(port)" : ""); " }
+            if ctx.recordNAT { trace.natText += "src \(IPv4Address(f.source))\(showPort ? ":\(f.sourcePort)" : "") -> \(IPv4Address(addr))\(showPort ? ":\(port)" : ""); " }
             f.source = addr
             if showPort { f.sourcePort = port }
         } else {
@@ -174,7 +174,7 @@ extension Engine {
             // ICMP queries: the "port" is the identifier (the parse keeps the sequence number in
             // destinationPort), so print the id on both sides.
             let oldPort = isICMP ? f.sourcePort : f.destinationPort
-            if ctx.recordNAT { ctx.natText += "dst \(IPv4Address(f.destination))\(showPort ? ":\(oldPort)" : "") -> \(IPv4Address(addr))\(showPort ? ":\(port)" : ""); " }
+            if ctx.recordNAT { trace.natText += "dst \(IPv4Address(f.destination))\(showPort ? ":\(oldPort)" : "") -> \(IPv4Address(addr))\(showPort ? ":\(port)" : ""); " }
             f.destination = addr
             if showPort && !isICMP { f.destinationPort = port }
             if showPort && isICMP { f.sourcePort = port }  // the echo reply's id back to the original

@@ -84,8 +84,6 @@ public struct Decision: Sendable {
     public var grown: Int = 0
     /// Conntrack state of the packet (nil when conntrack is off).
     public var ct: CtState? = nil
-    /// The NAT rewrites applied, as text (replay and trace only; empty otherwise).
-    public var natText: String = ""
 
     public init() {}
 }
@@ -102,8 +100,13 @@ public struct HitTrace: Sendable {
     /// Syslog level (--log-level) of each entry of `logs`.
     public var logLevels: [UInt8] = []
     public var logging = false
-    /// Keep the NAT rewrites as text (`Decision.natText`, replay's `nat` field); allocates.
+    /// Keep the NAT rewrites as text (`natText`, replay's `nat` field); allocates.
     public var recordNAT = false
+    /// The NAT rewrites applied to the packet, as text ("src a:p -> b:q; " per rewrite), when
+    /// `recordNAT` or `detailed`; empty otherwise. Kept here, not in `Decision`, so that the
+    /// per-packet `Decision` and the traversal's context hold no reference: creating and
+    /// destroying them costs no retain or release.
+    public var natText = ""
 
     public init(detailed: Bool = false, logging: Bool = false) {
         entries.reserveCapacity(64)
@@ -113,6 +116,7 @@ public struct HitTrace: Sendable {
     }
     @inlinable public mutating func clear() {
         if !entries.isEmpty { entries.removeAll(keepingCapacity: true) }
+        if !natText.isEmpty { natText.removeAll(keepingCapacity: true) }
         if detailed { lines.removeAll(keepingCapacity: true) }
         if logging { logs.removeAll(keepingCapacity: true); logLevels.removeAll(keepingCapacity: true) }
     }

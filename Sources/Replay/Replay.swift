@@ -304,7 +304,7 @@ public enum Replayer {
         s += outs.map(json).joined(separator: ",")
         s += "],\"ct\":\(d.ct.map { json($0.text) } ?? "null"),\"rules\":["
         s += trace.entries.map { json(engine.describe(traceEntry: $0)) }.joined(separator: ",")
-        s += "],\"nat\":\(d.natText.isEmpty ? "null" : json(String(d.natText.dropLast(2)))),\"reason\":"
+        s += "],\"nat\":\(trace.natText.isEmpty ? "null" : json(String(trace.natText.dropLast(2)))),\"reason\":"
         switch d.kind {
         case .dropped, .rejected:
             s += json(d.reason == .malformed ? d.malformed!.name : d.reason.name)
