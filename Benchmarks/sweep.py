@@ -9,11 +9,15 @@ the median. Writes, per sweep, a markdown table (<out>/<sweep>.md), an SVG plot
     swift build -c release --product sluice --product capgen
     python3 Benchmarks/sweep.py                      # all sweeps into docs/sweeps/
     python3 Benchmarks/sweep.py --sweep rules --repeat 1 --min-seconds 0.5
+    swift build -c release --product classbench
+    python3 Benchmarks/sweep.py --sweep classbench --pin --dpdk /tmp/dpdkb/build/dpdk_acl_bench   # docs/benchmarks.md
 
 Inputs: the shared corpus beside the repo (../shared/rulesets/classbench, ../shared/rulesets
 kube-proxy sets, ../shared/captures/bulk). Rule sets cut to 10 and 100 rules and the flow
 captures are written to a temporary directory, never into the repo. Sweeps whose inputs are
-missing are skipped with a note.
+missing are skipped with a note. The classbench sweep (issue #5) runs `--stage classify` on the
+ClassBench traces themselves, generated once with the anchor's trace_gen.py into --traces (the
+expected-index scan takes minutes at 100k rules), beside `classbench` and, with --dpdk, DPDK ACL.
 """
 import argparse
 import json
@@ -28,6 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 CLASSBENCH = os.path.join(SHARED, "rulesets", "classbench")
 BULK = os.path.join(SHARED, "captures", "bulk")
+TRACE_GEN = os.path.join(SHARED, "anchors", "dpdk-acl", "trace_gen.py")
 # The bulk captures with routable traffic. bulk/echo-connections.pcap is left out: it was
 # recorded on loopback (127.0.0.1 both ways), so on eth0 every packet is a martian, dropped
 # after PREROUTING: it would time the martian drop, not the FORWARD chain.
@@ -39,8 +44,8 @@ CLASSIFIERS = ["linear", "compiled"]
 MASQ_ADDRESS = "198.19.255.1"
 
 
-def run_bench(sluice, rules, captures, classifier, min_seconds, extra=()):
-    cmd = [sluice, "bench", "--network", NETWORK, "--classifier", classifier,
+def run_bench(sluice, rules, captures, classifier, min_seconds, extra=(), pin=False):
+    cmd = (["taskset", "-c", "1"] if pin else []) + [sluice, "bench", "--network", NETWORK, "--classifier", classifier,
            "--min-seconds", str(min_seconds), "--json"]
     for r in rules:
         cmd += ["--rules", r]
@@ -290,6 +295,155 @@ def sweep_rules(a, tmp):
     return rows
 
 
+def pcap_head(src, n, dst):
+    """The first n records of a pcap file (classic format), as a new file."""
+    with open(src, "rb") as f:
+        data = f.read()
+    little = data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
+    at, kept = 24, 0
+    while at + 16 <= len(data) and kept < n:
+        incl = int.from_bytes(data[at + 8:at + 12], "little" if little else "big")
+        at += 16 + incl
+        kept += 1
+    with open(dst, "wb") as f:
+        f.write(data[:at])
+    return dst
+
+
+def trace_for(a, name, filters):
+    """<traces>/<name>.trace and .pcap from the anchor's trace_gen.py (seed 1, --trace-packets
+    headers), written once and kept: the expected-index scan takes minutes at 100k rules."""
+    trace = os.path.join(a.traces, f"{name}.trace")
+    pcap = os.path.join(a.traces, f"{name}.pcap")
+    if CACHE is None and not (os.path.exists(trace) and os.path.exists(pcap)):
+        os.makedirs(a.traces, exist_ok=True)
+        print(f"  {name}: trace_gen.py -n {a.trace_packets} --seed 1 (kept in {a.traces})", file=sys.stderr)
+        subprocess.run([sys.executable, TRACE_GEN, "-n", str(a.trace_packets), "--seed", "1",
+                        "--prefix", os.path.join(a.traces, name), filters], check=True,
+                       stdout=subprocess.DEVNULL)
+    return trace, pcap
+
+
+def lookup_figures(a, name, rules_dir):
+    """The bare lookup on the same trace: `classbench` (one at a time, bursts of 64, mismatches
+    against the trace's expected index, structure bytes, build ms), and DPDK ACL's harness when
+    --dpdk names it (median ns of 5 passes, bursts of 64, its own mismatch count)."""
+    out = {"single": None, "burst": None, "mismatches": None, "bytes": None, "build_ms": None, "dpdk": None,
+           "dpdk_mismatches": None}
+    if CACHE is not None:
+        return CACHE.get((name, "lookup"), [out])[0]
+    pin = ["taskset", "-c", "1"] if a.pin else []
+    if os.access(a.classbench, os.X_OK):
+        r = subprocess.run(pin + [a.classbench, "--rules", rules_dir, "--traces", a.traces, "--passes", "3",
+                                  "--linear-limit", "1", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in r.stdout.splitlines():
+            c = line.split("\t")
+            if c[0] == name and len(c) > 16:
+                out.update(single=float(c[9]), burst=float(c[11]), mismatches=int(c[15]), bytes=int(c[6]),
+                           build_ms=float(c[3]))
+    if a.dpdk:
+        mem = "4096" if name.endswith("_100k") else "2048"
+        r = subprocess.run(pin + [a.dpdk, "--no-huge", "--no-pci", "-m", mem, "--no-shconf", "--file-prefix=sluicesweep",
+                                  "-l", "1", "--no-telemetry", "--force-max-simd-bitwidth=512", "--log-level=lib.eal:warning", "--",
+                                  "-r", os.path.join(rules_dir, name), "-t", os.path.join(a.traces, f"{name}.trace"),
+                                  "-a", "default", "-n", "5", "-b", "64", "-N", name],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in r.stdout.splitlines():
+            if "RESULT" in line:
+                f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                out["dpdk"] = float(f["ns_per_pkt"])
+                out["dpdk_mismatches"] = int(f["mismatches"])
+    return out
+
+
+def sweep_classbench(a, tmp):
+    """`sluice bench --stage classify` on the ClassBench traces themselves (issue #5's benchmark),
+    with the bare lookup (`classbench`) and DPDK ACL on the same trace in the same run."""
+    base = os.path.join(CLASSBENCH, "acl1_1k")
+    if not os.path.exists(base) or not os.path.exists(TRACE_GEN):
+        print("classbench sweep: SKIPPED (../shared/rulesets/classbench or ../shared/anchors/dpdk-acl missing)",
+              file=sys.stderr)
+        return None
+    # The 10- and 100-rule sets are acl1_1k's first filters; their filter files and rules go to
+    # the traces directory (outside the repo) beside their traces, where classbench and DPDK
+    # look for them.
+    os.makedirs(a.traces, exist_ok=True)
+    sets = []
+    for n in (10, 100):
+        name = f"acl1_{n}"
+        filters = os.path.join(a.traces, name)
+        with open(base) as f, open(filters, "w") as g:
+            g.writelines(f.readlines()[:n])
+        cut_rules(os.path.join(CLASSBENCH, "acl1_1k.rules"), n, os.path.join(a.traces, f"{name}.rules"))
+        sets.append((name, a.traces))
+    sets += [(s, CLASSBENCH) for s in ("acl1_1k", "acl1_10k", "acl1_100k")]
+    rows = []
+    with open_log(a, "classbench") as log:
+        for name, rules_dir in sets:
+            filters, rules = os.path.join(rules_dir, name), os.path.join(rules_dir, f"{name}.rules")
+            if not os.path.exists(filters) or not os.path.exists(rules):
+                print(f"classbench sweep: {name}: SKIPPED ({rules} missing)", file=sys.stderr)
+                continue
+            trace, pcap = trace_for(a, name, filters)
+            # The linear scan walks half the rules per packet on average: it gets the trace's
+            # first packets only, about 4e8 / rules of them (a pass of about a second).
+            count = sum(1 for line in open(rules) if line.startswith("-A "))
+            short = pcap
+            if count > 400:
+                short = pcap_head(pcap, max(1000, 400_000_000 // count), os.path.join(tmp, f"{name}-head.pcap"))
+            runs = {c: [] for c in CLASSIFIERS}
+            if CACHE is not None:
+                runs = {c: CACHE[(name, c)] for c in CLASSIFIERS}
+            for _ in range(a.repeat if CACHE is None else 0):
+                for c in CLASSIFIERS:
+                    r = run_bench(a.sluice, [rules], [short if c == "linear" else pcap], c, a.min_seconds,
+                                  ["--stage", "classify"], pin=a.pin)
+                    r["label"] = name
+                    runs[c].append(r)
+                    log.write(json.dumps(r) + "\n")
+                    log.flush()
+            look = lookup_figures(a, name, rules_dir)
+            if CACHE is None:
+                log.write(json.dumps(dict(look, label=name, classifier="lookup")) + "\n")
+            med = {c: statistics.median(r["ns_per_packet_cpu"] for r in runs[c]) for c in CLASSIFIERS}
+            rss = statistics.median(r["peak_rss_bytes"] for r in runs["compiled"])
+            mallocs = max(r["mallocs_per_packet"] for c in CLASSIFIERS for r in runs[c])
+            print(f"  {name}: classify stage compiled {med['compiled']:.1f} ns, linear {med['linear']:.0f} ns; "
+                  f"lookup {look['single']} / {look['burst']} ns, DPDK {look['dpdk']}", file=sys.stderr)
+            with open(trace) as f:
+                head = f.readline()
+            packets = int(head.split("packets=")[1].split()[0]) if "packets=" in head else runs["compiled"][-1]["capture_packets"]
+            rows.append((name, count, packets, med, rss, mallocs, look))
+    def f1(v):
+        return "-" if v is None else f"{v:,.1f}"
+    lines = ["| set | rules | trace packets | classify stage, compiled (ns/packet CPU) | x the 100-rule row | linear (ns/packet CPU) | "
+             "compiled / linear | lookup one at a time (ns) | x the 100-rule row | lookup in bursts of 64 (ns) | "
+             "DPDK ACL (ns) | lookup / DPDK | structure (bytes) | build (ms) | mismatches | mallocs/packet |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    ref = next((r for r in rows if r[0] == "acl1_100"), None)
+    for name, count, packets, med, rss, mallocs, look in rows:
+        x = "-" if ref is None else f"{med['compiled'] / ref[3]['compiled']:.2f}x"
+        xl = "-" if ref is None or look["single"] is None or ref[6]["single"] is None else f"{look['single'] / ref[6]['single']:.2f}x"
+        vs = "-" if look["single"] is None or not look["dpdk"] else f"{min(look['single'], look['burst']) / look['dpdk']:.2f}x"
+        mm = "-" if look["mismatches"] is None else f"{look['mismatches']}" + ("" if look["dpdk_mismatches"] is None else f" / {look['dpdk_mismatches']}")
+        lines.append(f"| {name} | {count:,} | {packets:,} | {med['compiled']:,.1f} | {x} | {med['linear']:,.0f} | {med['linear'] / med['compiled']:,.1f}x | "
+                     f"{f1(look['single'])} | {xl} | {f1(look['burst'])} | {f1(look['dpdk'])} | {vs} | "
+                     f"{'-' if look['bytes'] is None else format(look['bytes'], ',')} | {f1(look['build_ms'])} | {mm} | {mallocs} |")
+    write_md(a, "classbench", "ClassBench traces through the FORWARD chain (`--stage classify`), the bare lookup and DPDK ACL",
+             f"acl1 sets (10 and 100: acl1_1k's first filters), traces from the anchor's trace_gen.py (seed 1, "
+             f"--trace-packets headers, {a.trace_packets:,} unless kept from an earlier run; 90% inside a rule, 10% random), the pcap arriving on eth0 of examples/bench/network. "
+             "The linear scan gets the trace's first 4e8 / rules packets (at least 1,000). "
+             "Lookup columns: `classbench` on the same trace (fastest of 3 passes per 50,000-packet chunk, thread CPU time), "
+             "DPDK ACL: the anchor's harness, `-a default`, bursts of 64, median of 5 passes; lookup / DPDK takes the better "
+             "of one-at-a-time and bursts. Mismatches: packets whose first match differs from the trace's expected index "
+             "(classbench / DPDK).", lines)
+    svg_plot(os.path.join(a.out, "classbench.svg"), "Classify stage vs. rule count (ClassBench acl1 traces, FORWARD)",
+             "rules in FORWARD", "Mpps per CPU-second",
+             [(c, [(count, 1e3 / med[c]) for _, count, _, med, _, _, _ in rows]) for c in CLASSIFIERS],
+             note=f"median of {a.repeat}; --stage classify; 2 shared vCPUs")
+    return rows
+
+
 def sweep_connections(a, tmp):
     rows = []
     rules = os.path.join(REPO, "examples", "bench", "stateful.rules")
@@ -399,8 +553,8 @@ def write_md(a, name, title, intro, lines):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sweep", action="append", choices=["rules", "connections", "size", "stages"],
-                   help="which sweep (repeatable; default: all)")
+    p.add_argument("--sweep", action="append", choices=["rules", "connections", "size", "stages", "classbench"],
+                   help="which sweep (repeatable; default: rules, connections, size, stages; classbench only when named)")
     p.add_argument("--out", default=os.path.join(REPO, "docs", "sweeps"))
     p.add_argument("--sluice", default=os.path.join(REPO, ".build", "release", "sluice"))
     p.add_argument("--capgen", default=os.path.join(REPO, ".build", "release", "capgen"))
@@ -408,6 +562,14 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--replot", action="store_true",
                    help="no measuring: rebuild the tables and plots from <out>/<sweep>.jsonl of an earlier run")
+    p.add_argument("--classbench", default=os.path.join(REPO, ".build", "release", "classbench"),
+                   help="the classbench tool, for the classbench sweep's lookup columns")
+    p.add_argument("--dpdk", help="DPDK ACL harness (../shared/anchors/dpdk-acl built: build/dpdk_acl_bench) for the "
+                                  "classbench sweep's anchor column; without it the column is empty")
+    p.add_argument("--traces", default=os.path.join(tempfile.gettempdir(), "sluice-classbench-traces"),
+                   help="where the classbench sweep keeps its generated traces (outside the repo)")
+    p.add_argument("--trace-packets", type=int, default=1_000_000)
+    p.add_argument("--pin", action="store_true", help="run classbench and DPDK on CPU 1 (taskset)")
     a = p.parse_args()
     for exe in (a.sluice, a.capgen):
         if not os.access(exe, os.X_OK):
@@ -420,7 +582,8 @@ def main():
             if a.replot:
                 load_cache(os.path.join(a.out, f"{s}.jsonl"))
                 a.repeat = len(next(iter(CACHE.values())))
-            {"rules": sweep_rules, "connections": sweep_connections, "size": sweep_size, "stages": sweep_stages}[s](a, tmp)
+            {"rules": sweep_rules, "connections": sweep_connections, "size": sweep_size, "stages": sweep_stages,
+             "classbench": sweep_classbench}[s](a, tmp)
 
 
 if __name__ == "__main__":
