@@ -389,7 +389,7 @@ def sweep_classbench(a, tmp):
             # first packets only, about 4e8 / rules of them (a pass of about a second).
             count = sum(1 for line in open(rules) if line.startswith("-A "))
             short = pcap
-            if count > 400:
+            if count > 400 and CACHE is None:
                 short = pcap_head(pcap, max(1000, 400_000_000 // count), os.path.join(tmp, f"{name}-head.pcap"))
             runs = {c: [] for c in CLASSIFIERS}
             if CACHE is not None:
@@ -410,8 +410,10 @@ def sweep_classbench(a, tmp):
             mallocs = max(r["mallocs_per_packet"] for c in CLASSIFIERS for r in runs[c])
             print(f"  {name}: classify stage compiled {med['compiled']:.1f} ns, linear {med['linear']:.0f} ns; "
                   f"lookup {look['single']} / {look['burst']} ns, DPDK {look['dpdk']}", file=sys.stderr)
-            with open(trace) as f:
-                head = f.readline()
+            head = ""
+            if os.path.exists(trace):
+                with open(trace) as f:
+                    head = f.readline()
             packets = int(head.split("packets=")[1].split()[0]) if "packets=" in head else runs["compiled"][-1]["capture_packets"]
             rows.append((name, count, packets, med, rss, mallocs, look))
     def f1(v):
