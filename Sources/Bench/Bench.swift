@@ -294,6 +294,7 @@ struct Run {
     mutating func full(_ engine: inout Engine, _ o: BenchOptions, _ r: inout BenchResult, countMallocs: Bool) throws {
         var parsed = ParsedPacket()
         var trace = HitTrace()
+        trace.recordHits = false   // as `sluice run` runs
         var emitted = Emitted()
         var counts = [Int](repeating: 0, count: VerdictKind.allCases.count)
         let scratch = self.scratch, arena = self.arena, period = self.period
@@ -375,6 +376,7 @@ struct Run {
         }
         r.inputMemory += prepared.capacity * MemoryLayout<Prepared>.stride + parsedAll.capacity * MemoryLayout<ParsedPacket>.stride
         var trace = HitTrace()
+        trace.recordHits = false   // as `sluice run` runs
         var emitted = Emitted()
         var accepted = 0, dropped = 0
         let arena = self.arena

@@ -93,7 +93,12 @@ public struct Decision: Sendable {
 /// With `detailed`, also a line per hook, table, rule tried and routing decision (for
 /// `sluice trace`), and LOG lines; those allocate, so the hot path leaves them off.
 public struct HitTrace: Sendable {
+    /// The rules and policies that decided, in order (see above), when `recordHits`.
     public var entries: [Int32] = []
+    /// Keep `entries` (replay's `rules` field, tests). The engine's own counters (`sluice ctl
+    /// counters`, the rule set with counters) do not need them: `sluice run` and `sluice bench`
+    /// turn this off and skip an append and a clear per packet.
+    public var recordHits = true
     public var detailed = false
     public var lines: [String] = []
     public var logs: [String] = []
@@ -120,8 +125,8 @@ public struct HitTrace: Sendable {
         if detailed { lines.removeAll(keepingCapacity: true) }
         if logging { logs.removeAll(keepingCapacity: true); logLevels.removeAll(keepingCapacity: true) }
     }
-    @inlinable public mutating func rule(_ id: Int32) { entries.append(id) }
-    @inlinable public mutating func policy(_ chain: Int32) { entries.append(-(chain + 1)) }
+    @inlinable public mutating func rule(_ id: Int32) { if recordHits { entries.append(id) } }
+    @inlinable public mutating func policy(_ chain: Int32) { if recordHits { entries.append(-(chain + 1)) } }
 }
 
 /// Packets the engine emits besides the one it was given, in caller-owned reusable buffers: the

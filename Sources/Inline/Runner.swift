@@ -173,6 +173,7 @@ public final class Runner: @unchecked Sendable {
         var parsed = ParsedPacket()
         var trace = HitTrace(logging: true)
         trace.recordNAT = false
+        trace.recordHits = false
         // LOG lines: a token bucket per worker (logRate per second, burst logBurst); the lines
         // are copied out under the engine lock (only when a LOG rule hit) and written after.
         var logTokens = Double(options.logBurst)

@@ -37,6 +37,69 @@ final class EngineTests: XCTestCase {
     let remote = IPv4Address(93, 184, 216, 34)
     let router = IPv4Address(203, 0, 113, 1)
 
+    /// Per-rule counters and targets live in one slot per rule id, found from the chain's first
+    /// id and the rule's index: ids run across tables and chains (mangle before filter here, a
+    /// user chain between built-ins), so a slot taken from the wrong place would give another
+    /// rule's target or count. `recordHits` off (as `sluice run` and `sluice bench` run) keeps
+    /// the trace's entries empty and changes nothing else.
+    func testRuleSlotsCountAndDecideAcrossTablesAndChains() throws {
+        let set = try RestoreParser.parse("""
+            *mangle
+            :PREROUTING ACCEPT [0:0]
+            :FORWARD ACCEPT [0:0]
+            -A PREROUTING -p udp -j MARK --set-mark 7
+            -A FORWARD -p tcp --dport 22 -j DROP
+            COMMIT
+            *filter
+            :INPUT ACCEPT [0:0]
+            :FORWARD DROP [0:0]
+            :OUTPUT ACCEPT [0:0]
+            :web - [0:0]
+            -A FORWARD -p tcp -j web
+            -A FORWARD -p udp -m mark --mark 7 -j ACCEPT
+            -A web -p tcp --dport 80 -j ACCEPT
+            -A web -p tcp --dport 443 -j RETURN
+            -A web -p tcp --dport 8080 -j REJECT
+            COMMIT
+
+            """, file: "t.rules")
+        for recordHits in [true, false] {
+            var e = try Engine(rules: set, network: try NetworkModel.parse(network, file: "net"), extraInterfaces: ["eth0", "eth1"])
+            func send(_ packet: [UInt8]) -> (Decision, [Int32]) {
+                var bytes = packet
+                var p = ParsedPacket()
+                var trace = HitTrace()
+                trace.recordHits = recordHits
+                var emitted = Emitted()
+                let d = bytes.withUnsafeMutableBytes { m in
+                    e.process(frame: m, linkType: .ipv4, inInterface: e.interfaceIndex("eth1"), parsed: &p, trace: &trace, emitted: &emitted)
+                }
+                return (d, trace.entries)
+            }
+            let tcp = { (port: UInt16) in PacketBuilder.tcp(source: self.lanHost, destination: self.remote, sourcePort: 5000, destinationPort: port, flags: .syn) }
+            var (d, hits) = send(tcp(80))
+            XCTAssertEqual(d.kind, .forwarded)
+            XCTAssertEqual(hits.map { e.describe(traceEntry: $0) }, recordHits ? ["mangle:PREROUTING:policy", "mangle:FORWARD:policy", "filter:FORWARD:1", "filter:web:1",
+                                                                            "mangle:POSTROUTING:policy"] : [])
+            (d, _) = send(tcp(22))
+            XCTAssertEqual(d.kind, .dropped)
+            XCTAssertEqual(e.describe(traceEntry: d.decidedBy), "mangle:FORWARD:1")
+            (d, _) = send(tcp(443))
+            XCTAssertEqual(d.kind, .dropped)
+            XCTAssertEqual(d.reason, .policy)
+            (d, _) = send(tcp(8080))
+            XCTAssertEqual(d.kind, .rejected)
+            XCTAssertEqual(e.describe(traceEntry: d.decidedBy), "filter:web:3")
+            (d, _) = send(PacketBuilder.udp(source: lanHost, destination: remote, sourcePort: 5000, destinationPort: 53, payload: [1, 2, 3]))
+            XCTAssertEqual(d.kind, .forwarded)
+            XCTAssertEqual(d.mark, 7)
+            // Ids: mangle PREROUTING:1 = 0, mangle FORWARD:1 = 1, filter FORWARD:1-2 = 2-3, web:1-3 = 4-6.
+            XCTAssertEqual(e.rulePackets, [1, 1, 3, 1, 1, 1, 1])
+            XCTAssertEqual(e.ruleBytes[0], 31)   // 20 + 8 + 3
+            XCTAssertEqual(e.ruleBytes[4], 40)
+        }
+    }
+
     func testForwardingDecrementsTTLAndKeepsChecksumValid() throws {
         var e = try engine("")
         let o = run(&e, PacketBuilder.tcp(source: lanHost, destination: remote, sourcePort: 5000, destinationPort: 80, flags: .syn, ttl: 64), in: "eth1")
