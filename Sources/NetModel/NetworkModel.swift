@@ -167,6 +167,7 @@ public struct NetworkModel: Sendable, CustomStringConvertible {
         self.rules = rules
         self.ipForward = ipForward
         self.index = RoutingIndex(interfaces: interfaces, routes: routes, rules: rules)
+        index.flatten()
     }
 
     public var interfaceNames: [String] { interfaces.map(\.name) }
@@ -263,6 +264,13 @@ struct RoutingIndex: Sendable {
     var localSlot = -1
     var addresses: [Address] = []
     var addressRanges: [Range<Int>] = []
+    /// Per table slot, the answer of `lookup(minScope: universe)` as a partition of the address
+    /// space (`flatten`): the starts of the intervals within which the covering prefixes do not
+    /// change, ascending, the first always 0, and per interval the route (`entries` index, -1:
+    /// none). One binary search per table instead of one per prefix length (a packet takes
+    /// three or four lookups). Empty until `flatten` (the parser's temporary indexes skip it).
+    var flatStarts: [[UInt32]] = []
+    var flatRoutes: [[Int32]] = []
 
     init(interfaces: [Interface], routes: [Route], rules: [PolicyRule]) {
         tableIDs = Array(Set(routes.map(\.table))).sorted()
@@ -306,6 +314,55 @@ struct RoutingIndex: Sendable {
     /// whose scope is at least `minScope` (parse-time gateway checks need scope >= link).
     /// Returns an index into `entries`. Cost: one binary search per prefix length in the table.
     func lookup(slot: Int, _ destination: UInt32, minScope: UInt8) -> Int? {
+        if minScope == RouteScope.universe && slot < flatStarts.count {
+            return flatStarts[slot].withUnsafeBufferPointer { starts in
+                // The last start <= destination (starts[0] == 0). (A branch-free halving
+                // compiled back to a branch: LLVM turns the select into a jump here.)
+                var base = 0, n = starts.count
+                while n > 1 {
+                    let half = n >> 1
+                    if starts[base &+ half] <= destination { base &+= half }
+                    n &-= half
+                }
+                let r = flatRoutes[slot][base]
+                return r < 0 ? nil : Int(r)
+            }
+        }
+        return groupLookup(slot: slot, destination, minScope: minScope)
+    }
+
+    /// Builds `flatStarts` / `flatRoutes` from the groups: every prefix of a table starts an
+    /// interval at its network and ends one after its last address; within an interval every
+    /// address is covered by the same prefixes, so `groupLookup` of its start answers for all
+    /// of it (scope universe, 0, admits every route).
+    mutating func flatten() {
+        flatStarts = []
+        flatRoutes = []
+        for slot in tableGroups.indices {
+            var cuts: Set<UInt32> = [0]
+            for g in tableGroups[slot] {
+                let mask = groups[g].mask
+                for i in groups[g].range {
+                    cuts.insert(networks[i])
+                    let last = networks[i] | ~mask
+                    if last != UInt32.max { cuts.insert(last &+ 1) }
+                }
+            }
+            var starts: [UInt32] = [], routes: [Int32] = []
+            for s in cuts.sorted() {
+                let r = Int32(groupLookup(slot: slot, s, minScope: RouteScope.universe) ?? -1)
+                if let last = routes.last, last == r { continue }   // same answer: merge
+                starts.append(s)
+                routes.append(r)
+            }
+            flatStarts.append(starts)
+            flatRoutes.append(routes)
+        }
+    }
+
+    /// The search by prefix length: every `lookup` at parse time, and the reference `flatten`
+    /// builds from.
+    func groupLookup(slot: Int, _ destination: UInt32, minScope: UInt8) -> Int? {
         networks.withUnsafeBufferPointer { networks in
             groups.withUnsafeBufferPointer { groups in
                 for g in tableGroups[slot] {
