@@ -119,7 +119,7 @@ public struct Engine: Sendable {
 
     /// Per rule, indexed by `CompiledRule.id`: counters, target, residual flag.
     var ruleSlots: [RuleSlot]
-    /// Per-rule counters, indexed by `CompiledRule.id`.
+    /// Per-rule counters, indexed by `CompiledRule.id` (copies out of `ruleSlots`).
     public var rulePackets: [UInt64] { ruleSlots.map(\.packets) }
     public var ruleBytes: [UInt64] { ruleSlots.map(\.bytes) }
     /// Per-chain policy counters, indexed by global chain id.

@@ -251,8 +251,8 @@ struct RoutingIndex: Sendable {
 
     /// Routes grouped by table slot, then longest prefix first, then network, metric, insertion.
     var entries: [Route] = []
-    /// `entries`' networks and scopes alone, which is what `lookup` searches: a 4-byte stride
-    /// instead of the whole `Route`'s (a packet takes four or five lookups on the way through).
+    /// `entries`' networks and scopes alone, which is what `groupLookup` searches: a 4-byte
+    /// stride instead of the whole `Route`'s.
     var networks: [UInt32] = []
     var scopes: [UInt8] = []
     var groups: [Group] = []
@@ -312,7 +312,9 @@ struct RoutingIndex: Sendable {
 
     /// fib_table_lookup: longest prefix first; within a prefix the first route in metric order
     /// whose scope is at least `minScope` (parse-time gateway checks need scope >= link).
-    /// Returns an index into `entries`. Cost: one binary search per prefix length in the table.
+    /// Returns an index into `entries`. Cost: with `minScope` universe (every lookup of a packet)
+    /// one binary search in the table's flattened map, once `flatten` has run; otherwise (and in
+    /// the parser's indexes) one binary search per prefix length in the table (`groupLookup`).
     func lookup(slot: Int, _ destination: UInt32, minScope: UInt8) -> Int? {
         if minScope == RouteScope.universe && slot < flatStarts.count {
             return flatStarts[slot].withUnsafeBufferPointer { starts in
