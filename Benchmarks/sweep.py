@@ -336,11 +336,16 @@ def lookup_figures(a, name, rules_dir):
     if os.access(a.classbench, os.X_OK):
         r = subprocess.run(pin + [a.classbench, "--rules", rules_dir, "--traces", a.traces, "--passes", "3",
                                   "--linear-limit", "1", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Its table: a header line ("set\trules\t...") and a row per set, by column name.
+        header = None
         for line in r.stdout.splitlines():
             c = line.split("\t")
-            if c[0] == name and len(c) > 16:
-                out.update(single=float(c[9]), burst=float(c[11]), mismatches=int(c[15]), bytes=int(c[6]),
-                           build_ms=float(c[3]))
+            if c[0] == "set":
+                header = c
+            elif header and c[0] == name and len(c) == len(header):
+                v = dict(zip(header, c))
+                out.update(single=float(v["compiled_ns"]), burst=float(v["burst64_ns"]), mismatches=int(v["mismatches"]),
+                           bytes=int(v["structure_bytes"]), build_ms=float(v["build_ms"]))
     if a.dpdk:
         mem = "4096" if name.endswith("_100k") else "2048"
         r = subprocess.run(pin + [a.dpdk, "--no-huge", "--no-pci", "-m", mem, "--no-shconf", "--file-prefix=sluicesweep",
@@ -406,7 +411,6 @@ def sweep_classbench(a, tmp):
             if CACHE is None:
                 log.write(json.dumps(dict(look, label=name, classifier="lookup")) + "\n")
             med = {c: statistics.median(r["ns_per_packet_cpu"] for r in runs[c]) for c in CLASSIFIERS}
-            rss = statistics.median(r["peak_rss_bytes"] for r in runs["compiled"])
             mallocs = max(r["mallocs_per_packet"] for c in CLASSIFIERS for r in runs[c])
             print(f"  {name}: classify stage compiled {med['compiled']:.1f} ns, linear {med['linear']:.0f} ns; "
                   f"lookup {look['single']} / {look['burst']} ns, DPDK {look['dpdk']}", file=sys.stderr)
@@ -415,7 +419,7 @@ def sweep_classbench(a, tmp):
                 with open(trace) as f:
                     head = f.readline()
             packets = int(head.split("packets=")[1].split()[0]) if "packets=" in head else runs["compiled"][-1]["capture_packets"]
-            rows.append((name, count, packets, med, rss, mallocs, look))
+            rows.append((name, count, packets, med, mallocs, look))
     def f1(v):
         return "-" if v is None else f"{v:,.1f}"
     lines = ["| set | rules | trace packets | classify stage, compiled (ns/packet CPU) | x the 100-rule row | linear (ns/packet CPU) | "
@@ -423,9 +427,9 @@ def sweep_classbench(a, tmp):
              "DPDK ACL (ns) | lookup / DPDK | structure (bytes) | build (ms) | mismatches | mallocs/packet |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     ref = next((r for r in rows if r[0] == "acl1_100"), None)
-    for name, count, packets, med, rss, mallocs, look in rows:
+    for name, count, packets, med, mallocs, look in rows:
         x = "-" if ref is None else f"{med['compiled'] / ref[3]['compiled']:.2f}x"
-        xl = "-" if ref is None or look["single"] is None or ref[6]["single"] is None else f"{look['single'] / ref[6]['single']:.2f}x"
+        xl = "-" if ref is None or look["single"] is None or ref[5]["single"] is None else f"{look['single'] / ref[5]['single']:.2f}x"
         vs = "-" if look["single"] is None or not look["dpdk"] else f"{min(look['single'], look['burst']) / look['dpdk']:.2f}x"
         mm = "-" if look["mismatches"] is None else f"{look['mismatches']}" + ("" if look["dpdk_mismatches"] is None else f" / {look['dpdk_mismatches']}")
         lines.append(f"| {name} | {count:,} | {packets:,} | {med['compiled']:,.1f} | {x} | {med['linear']:,.0f} | {med['linear'] / med['compiled']:,.1f}x | "
@@ -441,7 +445,7 @@ def sweep_classbench(a, tmp):
              "(classbench / DPDK).", lines)
     svg_plot(os.path.join(a.out, "classbench.svg"), "Classify stage vs. rule count (ClassBench acl1 traces, FORWARD)",
              "rules in FORWARD", "Mpps per CPU-second",
-             [(c, [(count, 1e3 / med[c]) for _, count, _, med, _, _, _ in rows]) for c in CLASSIFIERS],
+             [(c, [(count, 1e3 / med[c]) for _, count, _, med, _, _ in rows]) for c in CLASSIFIERS],
              note=f"median of {a.repeat}; --stage classify; 2 shared vCPUs")
     return rows
 
@@ -566,12 +570,13 @@ def main():
                    help="no measuring: rebuild the tables and plots from <out>/<sweep>.jsonl of an earlier run")
     p.add_argument("--classbench", default=os.path.join(REPO, ".build", "release", "classbench"),
                    help="the classbench tool, for the classbench sweep's lookup columns")
-    p.add_argument("--dpdk", help="DPDK ACL harness (../shared/anchors/dpdk-acl built: build/dpdk_acl_bench) for the "
-                                  "classbench sweep's anchor column; without it the column is empty")
+    p.add_argument("--dpdk", help="a built DPDK ACL harness (../shared/anchors/dpdk-acl's dpdk_acl_bench, built outside "
+                                  "../shared: docs/benchmarks.md) for the classbench sweep's anchor column; without it "
+                                  "the column is empty")
     p.add_argument("--traces", default=os.path.join(tempfile.gettempdir(), "sluice-classbench-traces"),
                    help="where the classbench sweep keeps its generated traces (outside the repo)")
     p.add_argument("--trace-packets", type=int, default=1_000_000)
-    p.add_argument("--pin", action="store_true", help="run classbench and DPDK on CPU 1 (taskset)")
+    p.add_argument("--pin", action="store_true", help="classbench sweep: run sluice bench, classbench and DPDK on CPU 1 (taskset)")
     a = p.parse_args()
     for exe in (a.sluice, a.capgen):
         if not os.access(exe, os.X_OK):
