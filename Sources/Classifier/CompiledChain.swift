@@ -157,12 +157,14 @@ public struct CompiledChain: Sendable {
     /// `byCost`: they get whichever of the two `estimatedCosts` finds cheaper (false: bit
     /// vectors whenever allowed); `vectorOrder`: where the vectors put the rules' bits (nil: the
     /// order the fewest blocks pass, see `BitVectors`); `vectorBlocksInPairs`: whether their
-    /// lookups take blocks two at a time (nil: by the sample, see `BitVectors.pairs`).
+    /// lookups take blocks two at a time (nil: by the sample, see `BitVectors.pairs`);
+    /// `treeCompact`: whether the tree's leaves are `CutTree.CompactGroup`s (nil: as
+    /// `CutTree.compactLayout` decides).
     public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int,
                 burstStageRules: Int = CompiledChain.burstStageRules, tree useTree: Bool = true,
                 treeBudget: Int? = nil, treeLeafLimit: Int? = nil, treeSeparate: Bool = false,
                 bitVectorRules: Int = CompiledChain.bitVectorRules, byCost: Bool = true, vectorOrder: BitVectorOrder? = nil,
-                vectorBlocksInPairs: Bool? = nil) {
+                vectorBlocksInPairs: Bool? = nil, treeCompact: Bool? = nil) {
         self.rules = rules
         tables = []
         slots = []
@@ -178,7 +180,8 @@ public struct CompiledChain: Sendable {
         var v = rules.count <= bitVectorRules
             ? BitVectors(rules, samples: samples, order: vectorOrder, inPairs: vectorBlocksInPairs) : nil
         var t = useTree && (v == nil || byCost)
-            ? CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit, separate: treeSeparate)
+            ? CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit, separate: treeSeparate,
+                      compact: treeCompact)
             : nil
         if byCost, let vv = v, let tt = t {
             let costs = Self.estimatedCosts(samples, vv, tt)
@@ -280,8 +283,8 @@ public struct CompiledChain: Sendable {
 
     /// Whether the chain has a cut tree (see `CutTree`), and its shape (`trees` > 1: a forest,
     /// the rules separated by which addresses they leave wide).
-    public var treeSummary: (nodes: Int, entries: Int, leaves: Int, depth: Int, largestLeaf: Int, trees: Int)? {
-        hasTree ? (tree.nodes.count, tree.leafEntries, tree.leaves, tree.depth, tree.largestLeaf, tree.roots.count) : nil
+    public var treeSummary: (nodes: Int, entries: Int, leaves: Int, depth: Int, largestLeaf: Int, trees: Int, compact: Bool)? {
+        hasTree ? (tree.nodes.count, tree.leafEntries, tree.leaves, tree.depth, tree.largestLeaf, tree.roots.count, tree.compact) : nil
     }
 
     /// Number of hash tables (0 when the chain is scanned linearly).

@@ -161,9 +161,18 @@ struct CutTree: Sendable {
             [unsafeBitCast(index, to: SIMD4<UInt32>.self), srcMask, srcNet, dstMask, dstNet, portSpan, portLo, proto]
         }
 
+        /// The lanes of the group of rules `indices`.
+        static func layOut(_ indices: ArraySlice<Int32>, _ boxes: [TreeEntry]) -> [SIMD4<UInt32>] {
+            LeafGroup(indices, boxes).laneList
+        }
+
         /// Bits 24-31 of entry j's protocol lane: its box's flags.
         @inlinable @inline(__always)
         func flags(_ j: Int) -> UInt32 { proto[j] &>> 24 }
+
+        /// Entry j's rule index.
+        @inlinable @inline(__always)
+        func rule(_ j: Int) -> Int32 { index[j] }
 
         /// Which entries' boxes hold the packet, whose fields come splatted across the lanes
         /// (`Splat`).
@@ -190,14 +199,102 @@ struct CutTree: Sendable {
         }
     }
 
-    /// The groups as a lookup reads them: group g from `base + g * LeafGroup.lanes`.
+    /// Four leaf entries in the compact layout: 16 bytes an entry, one 64-byte cache line a
+    /// group (`LeafGroup` takes two), for trees of fewer than 2^20 rules of which few fix a
+    /// source port (`CutTree.compactLayout`). Lanes:
+    /// - `src`, `dst`: the prefix's network with a marker bit just below the prefix (bit 31 - L
+    ///   for a prefix of L < 32 bits; a /0 is 0x8000_0000); a /32 is the address itself, with a
+    ///   flag in `meta`. The host bits are rebuilt from the marker (x ^ (x - 1): the marker and
+    ///   the bits below it), as SSE2 has no per-lane shift to build a mask from a length.
+    /// - `dports`: the destination port's low in bits 0-15, its span in bits 16-31.
+    /// - `meta`: the rule's index in bits 0-19, the flags in bits 20-21 (`TreeEntry`'s: exact,
+    ///   has ports), the protocol in bits 22-29 (0: any), a /32 destination in bit 30, a /32
+    ///   source in bit 31.
+    /// The source port is not in the box: a rule that fixes one is not exact here (its rule is
+    /// checked). Leaves are padded with copies of their group's last entry, not with a box
+    /// nothing is in: a copy is found after its original, and decided the same way.
+    @usableFromInline
+    struct CompactGroup: Sendable {
+        @usableFromInline var src: SIMD4<UInt32>, dst: SIMD4<UInt32>, dports: SIMD4<UInt32>, meta: SIMD4<UInt32>
+
+        @usableFromInline static let lanes = 4
+        @usableFromInline static let indexBits: UInt32 = 0xF_FFFF
+        @usableFromInline static let protoBits: UInt32 = 0xFF << 22
+
+        @inlinable @inline(__always)
+        init(_ lanes: UnsafePointer<SIMD4<UInt32>>) {
+            src = lanes[0]; dst = lanes[1]; dports = lanes[2]; meta = lanes[3]
+        }
+
+        /// The lanes of rules `indices` (`padIndex` pads: a copy of the last rule before it).
+        static func layOut(_ indices: ArraySlice<Int32>, _ boxes: [TreeEntry]) -> [SIMD4<UInt32>] {
+            var src = SIMD4<UInt32>(), dst = SIMD4<UInt32>(), dports = SIMD4<UInt32>(), meta = SIMD4<UInt32>()
+            var last = indices.first!
+            for (j, r) in indices.enumerated() {
+                if r != CutTree.padIndex { last = r }
+                precondition(last >= 0 && UInt32(last) <= indexBits, "compact leaves hold indices below 2^20")
+                let e = boxes[Int(last)]
+                func marked(_ net: UInt32, _ mask: UInt32) -> UInt32 { mask == ~0 ? net : net | ((~mask &>> 1) &+ 1) }
+                src[j] = marked(e.srcNet, e.srcMask)
+                dst[j] = marked(e.dstNet, e.dstMask)
+                dports[j] = UInt32(e.dportLo) | UInt32(e.dportSpan) << 16
+                // Exact only when the box is the whole match without the source port.
+                let flags = (e.mask[3] >> 8 & 3) & (e.sportLo == 0 && e.sportSpan == 0xffff ? 3 : 2)
+                meta[j] = UInt32(last) | flags << 20 | (e.protoMask == 0 ? 0 : UInt32(e.proto) << 22)
+                    | (e.dstMask == ~0 ? 1 << 30 : 0) | (e.srcMask == ~0 ? 1 << 31 : 0)
+            }
+            return [src, dst, dports, meta]
+        }
+
+        @inlinable @inline(__always)
+        func flags(_ j: Int) -> UInt32 { (meta[j] &>> 20) & 3 }
+
+        /// Entry j's rule index.
+        @inlinable @inline(__always)
+        func rule(_ j: Int) -> Int32 { Int32(bitPattern: meta[j] & Self.indexBits) }
+
+        @inlinable @inline(__always)
+        func hits(_ p: Splat, from: SIMD4<Int32>) -> UInt32 {
+            let zero = SIMD4<UInt32>(repeating: 0), one = SIMD4<UInt32>(repeating: 1)
+            let signed = unsafeBitCast(meta, to: SIMD4<Int32>.self)
+            // Host bits: up to and including the marker (x ^ (x - 1)); none for a /32.
+            let srcHost = (src ^ (src &- one)) & ~unsafeBitCast(signed &>> 31, to: SIMD4<UInt32>.self)
+            let dstHost = (dst ^ (dst &- one)) & ~unsafeBitCast((signed &<< 1) &>> 31, to: SIMD4<UInt32>.self)
+            let proto = meta & Self.protoBits
+            let span = unsafeBitCast(dports &>> 16, to: SIMD4<Int32>.self)
+            let off = unsafeBitCast((p.dport &- dports) & 0xffff, to: SIMD4<Int32>.self)
+            let inBox = ((p.source ^ src) & ~srcHost .== zero) .& ((p.destination ^ dst) & ~dstHost .== zero)
+                .& ((proto .== p.protoHigh) .| (proto .== zero)) .& (off .<= span)
+            return LeafGroup.bits(inBox .& (unsafeBitCast(meta & Self.indexBits, to: SIMD4<Int32>.self) .>= from))
+        }
+    }
+
+    /// The groups as a lookup reads them: group g from `base + g * lanes`, as a `CompactGroup`
+    /// when `compact`, else a `LeafGroup`. (One type with a branch on the layout, which is the
+    /// same for every lookup of a tree, rather than a scan generic over the layout: specialized
+    /// inside a generic caller, the scan was not inlined, and the forests lost 20-40%.)
     @usableFromInline
     struct Groups {
         @usableFromInline let base: UnsafePointer<SIMD4<UInt32>>
+        @usableFromInline let compact: Bool
         @inlinable @inline(__always)
-        init(_ lanes: UnsafeBufferPointer<SIMD4<UInt32>>, start: Int) { base = lanes.baseAddress! + start }
+        init(_ lanes: UnsafeBufferPointer<SIMD4<UInt32>>, start: Int, compact: Bool) {
+            base = lanes.baseAddress! + start
+            self.compact = compact
+        }
         @inlinable @inline(__always)
-        subscript(_ g: Int) -> LeafGroup { LeafGroup(base + g &* LeafGroup.lanes) }
+        func hits(_ g: Int, _ p: Splat, from: SIMD4<Int32>) -> UInt32 {
+            compact ? CompactGroup(base + g &* CompactGroup.lanes).hits(p, from: from)
+                : LeafGroup(base + g &* LeafGroup.lanes).hits(p, from: from)
+        }
+        @inlinable @inline(__always)
+        func rule(_ g: Int, _ j: Int) -> Int32 {
+            compact ? CompactGroup(base + g &* CompactGroup.lanes).rule(j) : LeafGroup(base + g &* LeafGroup.lanes).rule(j)
+        }
+        @inlinable @inline(__always)
+        func flags(_ g: Int, _ j: Int) -> UInt32 {
+            compact ? CompactGroup(base + g &* CompactGroup.lanes).flags(j) : LeafGroup(base + g &* LeafGroup.lanes).flags(j)
+        }
     }
 
     /// A packet's fields from its key words (`keys`), each across four lanes. (From the key
@@ -207,12 +304,16 @@ struct CutTree: Sendable {
     struct Splat {
         @usableFromInline var source: SIMD4<UInt32>, destination: SIMD4<UInt32>
         @usableFromInline var ports: SIMD4<UInt32>, proto: SIMD4<UInt32>
+        /// For `CompactGroup`: the destination port alone, the protocol at bits 22-29.
+        @usableFromInline var dport: SIMD4<UInt32>, protoHigh: SIMD4<UInt32>
         @inlinable @inline(__always)
         init(_ k0: UInt64, _ k1: UInt64) {
             source = SIMD4(repeating: UInt32(truncatingIfNeeded: k0 >> 32))
             destination = SIMD4(repeating: UInt32(truncatingIfNeeded: k0))
             ports = SIMD4(repeating: UInt32(truncatingIfNeeded: k1 >> 16))
             proto = SIMD4(repeating: UInt32(truncatingIfNeeded: k1 & 0xff))
+            dport = SIMD4(repeating: UInt32(truncatingIfNeeded: (k1 >> 16) & 0xffff))
+            protoHigh = SIMD4(repeating: UInt32(truncatingIfNeeded: k1 & 0xff) << 22)
         }
     }
 
@@ -220,14 +321,16 @@ struct CutTree: Sendable {
     /// The root node of each tree: one, or (when one tree would pass the budget) one per part of
     /// the rules as `separate` splits them; a lookup takes the smallest answer of all.
     @usableFromInline var roots: [UInt32] = [0]
-    /// Leaves: runs of `LeafGroup`s (a leaf node's `base` is its first group, its count the
-    /// entries, a multiple of `group`); identical leaves share their groups. Group g is
-    /// `LeafGroup.lanes` lanes from `lanes[laneStart + g * LeafGroup.lanes]`, and
-    /// `lanes[laneStart]` is 128-byte aligned, so a group is one aligned pair of cache lines (a
-    /// 144-byte group at any 16-byte offset spanned three or four). Set once, in `init`: the
-    /// array's storage, and with it the alignment, never moves.
+    /// Leaves: runs of groups (a leaf node's `base` is its first group, its count the entries, a
+    /// multiple of `group`); identical leaves share their groups. Group g is `G.lanes` lanes
+    /// from `lanes[laneStart + g * G.lanes]`, G being `CompactGroup` when `compact`, else
+    /// `LeafGroup`, and `lanes[laneStart]` is 128-byte aligned, so a group is one aligned cache
+    /// line (compact) or pair of them (a 144-byte group at any 16-byte offset spanned three or
+    /// four). Set once, in `init`: the array's storage, and with it the alignment, never moves.
     @usableFromInline private(set) var lanes = [SIMD4<UInt32>](repeating: .zero, count: LeafGroup.lanes)
     @usableFromInline private(set) var laneStart = 0
+    /// Whether the leaves are `CompactGroup`s (see `compactLayout`).
+    @usableFromInline private(set) var compact = false
     /// Leaf entries (rule copies, padding included), for the statistics.
     private(set) var leafEntries = 0
     private(set) var depth = 0
@@ -256,7 +359,7 @@ struct CutTree: Sendable {
     /// `separate` splits the rules into; nil when that exceeds it too. `separate` (tests): a
     /// forest whenever the rules fall into two parts or more, small parts kept apart.
     init?(_ rules: [CompiledRule], budget: Int, leafLimit: Int? = nil, spaceFactor: Int = CutTree.spaceFactor,
-          maxBits: Int = CutTree.maxBits, separate: Bool = false) {
+          maxBits: Int = CutTree.maxBits, separate: Bool = false, compact: Bool? = nil) {
         let boxes = rules.map { TreeEntry($0) }
         var lo = [[UInt32]](repeating: [], count: 5), hi = [[UInt32]](repeating: [], count: 5)
         for d in 0..<5 {
@@ -287,12 +390,14 @@ struct CutTree: Sendable {
             nodes[i].base /= UInt32(Self.group)
         }
         let groupCount = b.leafRules.count / Self.group
-        var lanes = [SIMD4<UInt32>](repeating: .zero, count: groupCount * LeafGroup.lanes + 7)
+        self.compact = compact ?? Self.compactLayout(boxes)
+        let (perGroup, layOut) = self.compact ? (CompactGroup.lanes, CompactGroup.layOut) : (LeafGroup.lanes, LeafGroup.layOut)
+        var lanes = [SIMD4<UInt32>](repeating: .zero, count: groupCount * perGroup + 7)
         laneStart = lanes.withUnsafeMutableBufferPointer { buf in
             let start = (128 - Int(bitPattern: buf.baseAddress!) % 128) % 128 / MemoryLayout<SIMD4<UInt32>>.stride
             for g in 0..<groupCount {
-                let group = LeafGroup(b.leafRules[(g * Self.group)..<((g + 1) * Self.group)], boxes)
-                for (k, lane) in group.laneList.enumerated() { buf[start + g * LeafGroup.lanes + k] = lane }
+                let group = layOut(b.leafRules[(g * Self.group)..<((g + 1) * Self.group)], boxes)
+                for (k, lane) in group.enumerated() { buf[start + g * perGroup + k] = lane }
             }
             return start
         }
@@ -301,6 +406,15 @@ struct CutTree: Sendable {
         depth = b.maxDepthSeen
         leaves = b.leaves
         largestLeaf = b.largestLeaf
+    }
+
+    /// Whether a tree of these rules gets `CompactGroup` leaves: fewer than 2^20 rules (the
+    /// indices fit), and at most 1 in 16 fixing a source port (the compact box leaves it out,
+    /// so such a rule is checked on the rule; ClassBench fw and ipc fix one in about 20% of
+    /// their rules, acl none, kube-proxy none).
+    static func compactLayout(_ boxes: [TreeEntry]) -> Bool {
+        guard boxes.count <= Int(CompactGroup.indexBits) else { return false }
+        return boxes.count(where: { $0.sportLo != 0 || $0.sportSpan != 0xffff }) * 16 <= boxes.count
     }
 
     /// An address prefix shorter than this is wide: `separate` puts rules with a wide source,
@@ -502,7 +616,7 @@ struct CutTree: Sendable {
             }
             let p = Splat(k0, k1)
             for g in Int(n.base)..<(Int(n.base) + Int(n.info & ~Node.leafBit) / Self.group) {
-                let hits = lanes.withUnsafeBufferPointer { Groups($0, start: laneStart)[g].hits(p, from: .zero) }
+                let hits = lanes.withUnsafeBufferPointer { Groups($0, start: laneStart, compact: compact).hits(g, p, from: .zero) }
                 if hits != 0 { scanned += hits.trailingZeroBitCount / 8 + 1; break }
                 scanned += Self.group
             }
@@ -532,12 +646,12 @@ struct CutTree: Sendable {
               _ rules: UnsafeBufferPointer<CompiledRule>, bounded: Bool = false, below: Int32 = .max) -> (index: Int, result: MatchResult)? {
         var i = Int(leaf.base)
         let end = i &+ Int(leaf.info & ~Node.leafBit) / Self.group
-        if from > 0 && end &- i > 1 && groups[i].index[Self.group &- 1] < from {
+        if from > 0 && end &- i > 1 && groups.rule(i, Self.group &- 1) < from {
             // Skip the groups whose last (largest) index is below `from`.
             var a = i, b = end
             while a < b {
                 let m = (a &+ b) >> 1
-                if groups[m].index[Self.group &- 1] < from { a = m &+ 1 } else { b = m }
+                if groups.rule(m, Self.group &- 1) < from { a = m &+ 1 } else { b = m }
             }
             i = a
         }
@@ -545,14 +659,14 @@ struct CutTree: Sendable {
         let need: UInt32 = f.hasL4 && !f.laterFragment ? 1 : 3
         let p = Splat(k0, k1), fromLanes = SIMD4<Int32>(repeating: from)
         while i < end {
-            if bounded && groups[i].index[0] >= below { return nil }
-            var hits = groups[i].hits(p, from: fromLanes)
+            if bounded && groups.rule(i, 0) >= below { return nil }
+            var hits = groups.hits(i, p, from: fromLanes)
             while hits != 0 {
                 let j = hits.trailingZeroBitCount &>> 3
                 hits &= hits &- 1
-                let r = Int(groups[i].index[j])
+                let r = Int(groups.rule(i, j))
                 if bounded && r >= below { return nil }
-                if groups[i].flags(j) & need == 1 { return (r, .match) }
+                if groups.flags(i, j) & need == 1 { return (r, .match) }
                 let m = rules[r].matchesBranchFree(f)
                 if m != .noMatch { return (r, m) }
             }
@@ -568,7 +682,7 @@ struct CutTree: Sendable {
         if roots.count > 1 { return forestMatch(from: from, f, rules) }
         return nodes.withUnsafeBufferPointer { nodes in
             lanes.withUnsafeBufferPointer { lanes in
-                let groups = Groups(lanes, start: laneStart)
+                let groups = Groups(lanes, start: laneStart, compact: compact)
                 let (k0, k1) = Self.keys(f)
                 return scan(descend(k0, k1, nodes), from: from, f, k0, k1, groups, rules)
             }
@@ -581,7 +695,7 @@ struct CutTree: Sendable {
     func forestMatch(from: Int32, _ f: PacketFields, _ rules: UnsafeBufferPointer<CompiledRule>) -> (index: Int, result: MatchResult)? {
         nodes.withUnsafeBufferPointer { nodes in
             lanes.withUnsafeBufferPointer { lanes in
-                let groups = Groups(lanes, start: laneStart)
+                let groups = Groups(lanes, start: laneStart, compact: compact)
                 return roots.withUnsafeBufferPointer { roots in
                     let (k0, k1) = Self.keys(f)
                     var best: (index: Int, result: MatchResult)? = nil
@@ -648,7 +762,7 @@ struct CutTree: Sendable {
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64 &+ Self.walkGroup) { cur in
             nodes.withUnsafeBufferPointer { nodes in
                 lanes.withUnsafeBufferPointer { lanes in
-                    let groups = Groups(lanes, start: laneStart)
+                    let groups = Groups(lanes, start: laneStart, compact: compact)
                     // Groups of `walkGroup` packets descend in lock-step, every packet a
                     // level per round, until the whole group is at its leaves.
                     var g0 = 0

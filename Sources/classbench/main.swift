@@ -11,7 +11,8 @@
 // them bit vectors whether or not their estimated cost is lower than the tree's; CB_CG=single|burst
 // runs one pass of lookups and nothing else (for cachegrind); CB_SLACK / CB_LIMIT set the tuple
 // tables' merge slack and collision limit; CB_BUDGET / CB_LEAF the cut tree's budget and rules per
-// leaf; CB_TABLES prints the tables; CB_SAME times repeated packets.
+// leaf; CB_COMPACT=0|1 its leaf layout; CB_TABLES prints the tables; CB_SAME times repeated packets
+// (one at a time and in bursts).
 import Classifier
 import Foundation
 import Rules
@@ -142,15 +143,18 @@ for set in sets {
     // CB_SLACK / CB_LIMIT: tuple-table knobs; CB_NOTREE: tuple tables only (no cut tree);
     // CB_BUDGET / CB_LEAF: the cut tree's node budget and rules per leaf; CB_VECTORS: the most
     // rules a chain may get bit vectors for (0: none); CB_BYCOST=0: bit vectors whenever allowed;
-    // CB_ORDER: the vectors' order of the rules (a `BitVectorOrder` case name).
-    let tuned = ["CB_SLACK", "CB_LIMIT", "CB_NOTREE", "CB_BUDGET", "CB_LEAF", "CB_VECTORS", "CB_BYCOST", "CB_ORDER"].contains { env[$0] != nil }
+    // CB_ORDER: the vectors' order of the rules (a `BitVectorOrder` case name); CB_COMPACT=0|1:
+    // the cut tree's leaves in the full or the compact layout (default: `CutTree.compactLayout`).
+    let tuned = ["CB_SLACK", "CB_LIMIT", "CB_NOTREE", "CB_BUDGET", "CB_LEAF", "CB_VECTORS", "CB_BYCOST", "CB_ORDER", "CB_COMPACT"]
+        .contains { env[$0] != nil }
     let chain = !tuned ? CompiledChain(rules)
         : CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: Int(env["CB_SLACK"] ?? "") ?? CompiledChain.mergeSlack,
                         collisionLimit: Int(env["CB_LIMIT"] ?? "") ?? CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys,
                         tree: env["CB_NOTREE"] == nil, treeBudget: Int(env["CB_BUDGET"] ?? ""), treeLeafLimit: Int(env["CB_LEAF"] ?? ""),
                         bitVectorRules: env["CB_NOTREE"] != nil ? 0 : Int(env["CB_VECTORS"] ?? "") ?? CompiledChain.bitVectorRules,
                         byCost: env["CB_BYCOST"] != "0",
-                        vectorOrder: env["CB_ORDER"].flatMap { o in BitVectorOrder.allCases.first { "\($0)" == o } })
+                        vectorOrder: env["CB_ORDER"].flatMap { o in BitVectorOrder.allCases.first { "\($0)" == o } },
+                        treeCompact: env["CB_COMPACT"].map { $0 != "0" })
     let built = ContinuousClock.now - t1
     if let c = chain.structureCosts {
         print("# \(set): estimated ns per lookup: bit vectors \(String(format: "%.1f", c.vectors)), cut tree \(String(format: "%.1f", c.tree))")
@@ -160,7 +164,7 @@ for set in sets {
               + (chain.vectorSampleBlocks.map { ", drawn packets: \(String(format: "%.2f", $0.perLookup)) blocks per lookup, \(String(format: "%.2f", $0.multi)) past one" } ?? "")
               + (chain.vectorPairs ? ", blocks in pairs" : ""))
     } else if let t = chain.treeSummary {
-        print("# \(set): cut tree\(t.trees > 1 ? "s: \(t.trees) trees," : ":") \(t.nodes) nodes, \(t.entries) leaf entries, \(t.leaves) leaves, depth \(t.depth), largest leaf \(t.largestLeaf)")
+        print("# \(set): cut tree\(t.trees > 1 ? "s: \(t.trees) trees," : ":") \(t.nodes) nodes, \(t.entries) leaf entries\(t.compact ? " (compact)" : ""), \(t.leaves) leaves, depth \(t.depth), largest leaf \(t.largestLeaf)")
     } else {
         print("# \(set): no cut tree")
     }
@@ -201,6 +205,22 @@ for set in sets {
                 var i = 0
                 for _ in 0..<1_000_000 { sink &+= chain.firstMatch(from: 0, sub[i].f)?.index ?? -1; i += 1; if i == sub.count { i = 0 } }
                 print("  \(k) distinct packets: \((cpuNow() - tc) * 1e3) ns")
+                // The same packets in bursts of 64 (k >= 64).
+                if k >= 64 {
+                    let subFields = sub.map(\.f)
+                    let tb = cpuNow()
+                    var j = 0
+                    subFields.withUnsafeBufferPointer { sf in
+                        out.withUnsafeMutableBufferPointer { o in
+                            for _ in 0..<(1_000_000 / 64) {
+                                chain.firstMatches(UnsafeBufferPointer(rebasing: sf[j..<(j + 64)]), into: o)
+                                sink &+= Int(o[0].index)
+                                j += 64; if j + 64 > sf.count { j = 0 }
+                            }
+                        }
+                    }
+                    print("  \(k) distinct packets, bursts: \((cpuNow() - tb) * 1e3) ns")
+                }
             }
         }
         let lin = packets.prefix(linearLimit)

@@ -246,10 +246,10 @@ struct CheckCommand: ParsableCommand {
             let trees = chains.compactMap(\.treeSummary)
             let vectors = chains.compactMap(\.vectorSummary)
             let overBudget = chains.filter { $0.tableCount > 0 && $0.treeSummary == nil && $0.vectorSummary == nil }.count
-            let forests = trees.filter { $0.trees > 1 }.count
+            let forests = trees.filter { $0.trees > 1 }.count, compact = trees.filter(\.compact).count
             print("  compiled classifier: \(chains.count) chains, \(tableCount) tuple tables, "
                   + "bit vectors: \(vectors.count) (\(vectors.reduce(0) { $0 + $1.classes }) classes), cut trees: \(trees.count) "
-                  + "(\(forests > 0 ? "\(forests) of them forests, " : "")\(trees.reduce(0) { $0 + $1.nodes }) nodes, \(trees.reduce(0) { $0 + $1.entries }) leaf entries, depth <= \(trees.map(\.depth).max() ?? 0)"
+                  + "(\(forests > 0 ? "\(forests) of them forests, " : "")\(compact > 0 ? "\(compact) with compact leaves, " : "")\(trees.reduce(0) { $0 + $1.nodes }) nodes, \(trees.reduce(0) { $0 + $1.entries }) leaf entries, depth <= \(trees.map(\.depth).max() ?? 0)"
                   + (overBudget > 0 ? "; \(overBudget) chains over the tree budget use their tables alone" : "")
                   + "), \(bytes) bytes, built in \(fixed((t4 - t3) * 1000, 2)) ms")
         }

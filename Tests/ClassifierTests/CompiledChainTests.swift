@@ -165,7 +165,7 @@ final class CompiledChainTests: XCTestCase {
         print("CompiledChainTests.testDifferentialRandom: seed \(seed) (SLUICE_CLASSIFIER_SEED to replay)")
         var g = TestRNG(seed: seed)
         var checks = 0, matched = 0, hotdrops = 0, compiledSets = 0, treeSets = 0, tableOnlySets = 0, forestSets = 0
-        var vectorSets = 0, costVectors = 0, costTrees = 0, pairSets = 0
+        var vectorSets = 0, costVectors = 0, costTrees = 0, pairSets = 0, compactSets = 0
         for set in 0..<160 {
             let n = [0, 1, 5, 15, 16, 17, 40, 100, 300][set % 9] + (set % 9 > 3 ? g.below(20) : 0)
             let rules = Self.randomRules(&g, count: n)
@@ -175,16 +175,20 @@ final class CompiledChainTests: XCTestCase {
             // the tuple tables alone (every fourth), a cut tree (every eighth), one with the
             // leaves of a big set (16 rules, not 8, every eighth), and a forest (the rules
             // separated by which addresses they leave wide, as when one tree is over budget).
+            // The trees' leaves take the layout `CutTree.compactLayout` picks (the random rules
+            // fix source ports too often for the compact one), or either one forced.
+            let compact = [nil, true, false][set / 8 % 3]
             let chain = switch set % 8 {
             case 0, 2: CompiledChain(rules)
             case 6: CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
-                                  collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
+                                  collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0,
+                                  treeCompact: compact)
             case 4: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
-                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeSeparate: true, bitVectorRules: 0)
+                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeSeparate: true, bitVectorRules: 0, treeCompact: compact)
             case 1: Self.vectorChain(rules, linearBelow: 0, order: set % 16 == 1 ? nil : BitVectorOrder.allCases[set / 16 % BitVectorOrder.allCases.count],
                                      inPairs: set % 32 == 1 ? nil : set % 16 == 9)
             case 5: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: CompiledChain.collisionLimit,
-                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeLeafLimit: 16, bitVectorRules: 0)
+                                  pairFilterKeys: CompiledChain.pairFilterKeys, treeLeafLimit: 16, bitVectorRules: 0, treeCompact: compact)
             default: CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack,
                                    collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, tree: false,
                                    bitVectorRules: 0)
@@ -205,6 +209,7 @@ final class CompiledChainTests: XCTestCase {
                 tableOnlySets += 1
             }
             if (chain.treeSummary?.trees ?? 0) > 1 { forestSets += 1 }
+            if chain.treeSummary?.compact == true { compactSets += 1 }
             for _ in 0..<40 {
                 let f = Self.randomPacket(&g, rules)
                 for start in 0...(n + 1) {
@@ -218,7 +223,8 @@ final class CompiledChainTests: XCTestCase {
             }
         }
         print("  \(checks) lookups (\(matched) matched, \(hotdrops) hotdrops), \(compiledSets) of 160 sets compiled "
-              + "(\(vectorSets) with bit vectors, \(treeSets) with a cut tree, \(forestSets) of them forests, \(tableOnlySets) tuple tables only; "
+              + "(\(vectorSets) with bit vectors, \(treeSets) with a cut tree, \(forestSets) of them forests, \(compactSets) with compact leaves, "
+              + "\(tableOnlySets) tuple tables only; "
               + "by estimated cost \(costVectors) bit vectors, \(costTrees) trees; \(pairSets) taking blocks in pairs)")
         // The generator must actually exercise matches, hotdrops, the vectors, the tree and the
         // table path.
@@ -231,6 +237,8 @@ final class CompiledChainTests: XCTestCase {
         XCTAssertGreaterThan(treeSets, 30)
         XCTAssertGreaterThan(tableOnlySets, 20)
         XCTAssertGreaterThan(forestSets, 10)
+        XCTAssertGreaterThan(compactSets, 6)
+        XCTAssertGreaterThan(treeSets - compactSets, 6)
     }
 
     /// The bit vectors' orders of the rules (`BitVectorOrder`): every order is one in which
@@ -497,7 +505,7 @@ final class CompiledChainTests: XCTestCase {
             let chain = set % 2 == 0
                 ? CompiledChain(rules, linearBelow: 0, mergeSlack: CompiledChain.mergeSlack, collisionLimit: 16,
                                 pairFilterKeys: CompiledChain.pairFilterKeys, burstStageRules: 0, treeLeafLimit: [8, 16][set / 2 % 2],
-                                treeSeparate: set % 4 == 2, bitVectorRules: 0)
+                                treeSeparate: set % 4 == 2, bitVectorRules: 0, treeCompact: set / 4 % 2 == 1)
                 : Self.vectorChain(rules)
             XCTAssertEqual(chain.stagedBursts, set % 2 == 0 && chain.layout.words > 0 && !chain.hasTree)
             XCTAssertEqual(chain.hasVectors, set % 2 == 1)
@@ -561,7 +569,10 @@ final class CompiledChainTests: XCTestCase {
         XCTAssertNotNil(vectors.vectorSummary)
         guard let shape = chain.treeSummary else { return XCTFail("no cut tree for 300 separable rules") }
         XCTAssertGreaterThanOrEqual(shape.largestLeaf, 100)
-        // The leaf groups start at a 128-byte boundary: each is one aligned pair of cache lines.
+        // No rule fixes a source port: the leaves are compact (a group is one cache line).
+        XCTAssertTrue(shape.compact)
+        // The leaf groups start at a 128-byte boundary: each is one aligned line (compact) or
+        // pair of lines.
         chain.tree.lanes.withUnsafeBufferPointer { XCTAssertEqual(Int(bitPattern: $0.baseAddress! + chain.tree.laneStart) % 128, 0) }
         var packets: [PacketFields] = []
         for _ in 0..<400 {
@@ -595,6 +606,8 @@ final class CompiledChainTests: XCTestCase {
         let forest = CompiledChain(crossing, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
                                    collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0)
         XCTAssertEqual(forest.treeSummary?.trees, 2)
+        // Every rule fixes a source port, which the compact leaves leave out: full leaves.
+        XCTAssertEqual(forest.treeSummary?.compact, false)
         forest.tree.lanes.withUnsafeBufferPointer { XCTAssertEqual(Int(bitPattern: $0.baseAddress! + forest.tree.laneStart) % 128, 0) }
         // Bit vectors (2,000 rules: within `bitVectorRules`), which crossing wildcards do not trouble.
         let vectors2 = Self.vectorChain(crossing)
