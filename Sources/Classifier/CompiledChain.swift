@@ -159,12 +159,13 @@ public struct CompiledChain: Sendable {
     /// order the fewest blocks pass, see `BitVectors`); `vectorBlocksInPairs`: whether their
     /// lookups take blocks two at a time (nil: by the sample, see `BitVectors.pairs`);
     /// `treeCompact`: whether the tree's leaves are `CutTree.CompactGroup`s (nil: as
-    /// `CutTree.compactLayout` decides).
+    /// `CutTree.compactLayout` decides); `treeLongLeafBytes`: past this size one tree is built
+    /// again with long leaves (`CutTree.longLeaf`).
     public init(_ rules: [CompiledRule], linearBelow: Int, mergeSlack: Int, collisionLimit: Int, pairFilterKeys: Int,
                 burstStageRules: Int = CompiledChain.burstStageRules, tree useTree: Bool = true,
                 treeBudget: Int? = nil, treeLeafLimit: Int? = nil, treeSeparate: Bool = false,
                 bitVectorRules: Int = CompiledChain.bitVectorRules, byCost: Bool = true, vectorOrder: BitVectorOrder? = nil,
-                vectorBlocksInPairs: Bool? = nil, treeCompact: Bool? = nil) {
+                vectorBlocksInPairs: Bool? = nil, treeCompact: Bool? = nil, treeLongLeafBytes: Int = CutTree.longLeafBytes) {
         self.rules = rules
         tables = []
         slots = []
@@ -181,7 +182,7 @@ public struct CompiledChain: Sendable {
             ? BitVectors(rules, samples: samples, order: vectorOrder, inPairs: vectorBlocksInPairs) : nil
         var t = useTree && (v == nil || byCost)
             ? CutTree(rules, budget: treeBudget ?? Self.treeBudget(rules.count), leafLimit: treeLeafLimit, separate: treeSeparate,
-                      compact: treeCompact)
+                      compact: treeCompact, longLeafBytes: treeLongLeafBytes)
             : nil
         if byCost, let vv = v, let tt = t {
             let costs = Self.estimatedCosts(samples, vv, tt)

@@ -24,6 +24,16 @@ struct CutTree: Sendable {
     /// docs/classifier.md, "Fourth pass").
     static func leafLimit(rules: Int) -> Int { rules < bigSet ? 8 : 16 }
     static let bigSet = 4096
+    /// A single tree whose nodes and leaves would take more than `longLeafBytes` is built with
+    /// leaves of `longLeaf` rules instead: past what this VM's caches hold (about 3 MB, see
+    /// docs/classifier.md, "Tenth pass"), each level of a deep tree is a miss to memory, and a
+    /// shallow tree over long leaves (contiguous lines, one vector compare per four rules)
+    /// waits for fewer. acl1_100k: 203,545 nodes, 3.65 levels and 3.6 entries per lookup, 20 MB
+    /// with leaves of 16; 8,449 nodes (68 KB), 2 levels, 9.2 entries, 17 MB with leaves of 64,
+    /// and 2-3x faster (docs/classifier.md, "Eleventh pass"). Forests keep their leaves (fw1_100k
+    /// was slower with 64, ipc1_100k the same).
+    static let longLeaf = 64
+    @usableFromInline static let longLeafBytes = 4 << 20
     /// Per node, the children's rule lists (replicated rules counted once per child) plus the
     /// child count may reach `spaceFactor` times the node's rules (HiCuts' `spfac`).
     static let spaceFactor = 4
@@ -359,16 +369,15 @@ struct CutTree: Sendable {
     /// `separate` splits the rules into; nil when that exceeds it too. `separate` (tests): a
     /// forest whenever the rules fall into two parts or more, small parts kept apart.
     init?(_ rules: [CompiledRule], budget: Int, leafLimit: Int? = nil, spaceFactor: Int = CutTree.spaceFactor,
-          maxBits: Int = CutTree.maxBits, separate: Bool = false, compact: Bool? = nil) {
+          maxBits: Int = CutTree.maxBits, separate: Bool = false, compact: Bool? = nil, longLeafBytes: Int = CutTree.longLeafBytes) {
         let boxes = rules.map { TreeEntry($0) }
         var lo = [[UInt32]](repeating: [], count: 5), hi = [[UInt32]](repeating: [], count: 5)
         for d in 0..<5 {
             lo[d] = boxes.map { $0.range(d).lo }
             hi[d] = boxes.map { $0.range(d).hi }
         }
-        func build(_ parts: [[Int32]]) -> Builder? {
-            var b = Builder(lo: lo, hi: hi, budget: budget, leafLimit: leafLimit ?? Self.leafLimit(rules: rules.count),
-                            spaceFactor: spaceFactor, maxBits: maxBits)
+        func build(_ parts: [[Int32]], leaves: Int = leafLimit ?? Self.leafLimit(rules: rules.count)) -> Builder? {
+            var b = Builder(lo: lo, hi: hi, budget: budget, leafLimit: leaves, spaceFactor: spaceFactor, maxBits: maxBits)
             do {
                 for part in parts {
                     b.roots.append(UInt32(b.nodes.count))
@@ -379,10 +388,17 @@ struct CutTree: Sendable {
             return b
         }
         let all = [Array(0..<Int32(rules.count))]
-        guard let b = (separate ? nil : build(all)) ?? {
+        self.compact = compact ?? Self.compactLayout(boxes)
+        let entryBytes = self.compact ? CompactGroup.lanes * 16 / Self.group : LeafGroup.lanes * 16 / Self.group
+        guard var b = (separate ? nil : build(all)) ?? {
             let parts = Self.separate(boxes, smallest: separate ? 1 : max(rules.count / 32, 64))
             return parts.count > 1 ? build(parts) : separate ? build(all) : nil
         }() else { return nil }
+        // One tree past the caches: built again with long leaves (see `longLeafBytes`).
+        if leafLimit == nil && b.roots.count == 1 && b.nodes.count * MemoryLayout<Node>.stride + b.leafRules.count * entryBytes > longLeafBytes,
+           let long = build(all, leaves: Self.longLeaf) {
+            b = long
+        }
         nodes = b.nodes
         roots = b.roots
         precondition(roots.count <= 4, "forestMatch descends at most four trees (separate's parts)")
@@ -390,7 +406,6 @@ struct CutTree: Sendable {
             nodes[i].base /= UInt32(Self.group)
         }
         let groupCount = b.leafRules.count / Self.group
-        self.compact = compact ?? Self.compactLayout(boxes)
         let (perGroup, layOut) = self.compact ? (CompactGroup.lanes, CompactGroup.layOut) : (LeafGroup.lanes, LeafGroup.layOut)
         var lanes = [SIMD4<UInt32>](repeating: .zero, count: groupCount * perGroup + 7)
         laneStart = lanes.withUnsafeMutableBufferPointer { buf in

@@ -538,6 +538,54 @@ final class CompiledChainTests: XCTestCase {
         XCTAssertGreaterThan(matched, checked / 10)
     }
 
+    /// One tree past `longLeafBytes` is built again with leaves of `CutTree.longLeaf` rules:
+    /// fewer nodes, longer leaves, the same answers as the scan from every start, one at a time
+    /// and in bursts, in both leaf layouts. (The threshold is 0 here: the real one, 4 MB, takes
+    /// ~100k rules.)
+    func testLongLeavesPastTheCaches() {
+        let seed = Self.seed() &+ 11
+        print("CompiledChainTests.testLongLeavesPastTheCaches: seed \(seed)")
+        var g = TestRNG(seed: seed)
+        var rules: [CompiledRule] = []
+        for _ in 0..<1500 {
+            var r = CompiledRule()
+            r.srcMask = Self.prefix([16, 24, 32][g.below(3)]); r.srcNet = (0xc000_0000 | g.u32() >> 8) & r.srcMask
+            r.dstMask = Self.prefix(16 + g.below(17)); r.dstNet = (0x0a00_0000 | g.u32() >> 8) & r.dstMask
+            if g.chance(80) { r.proto = [6, 17, 1][g.below(3)] }
+            if r.proto == 6 || r.proto == 17, g.chance(60) {
+                r.portsUsed = true; r.dportLo = UInt16(g.below(2048)); r.dportHi = r.dportLo &+ UInt16(g.below(16))
+                if g.chance(3) { r.sportLo = 1024; r.sportHi = 65535 }
+            }
+            if g.chance(5) { r.inAny = false; r.inMask = 1 }
+            rules.append(r)
+        }
+        func chain(_ longLeafBytes: Int, compact: Bool? = nil) -> CompiledChain {
+            CompiledChain(rules, linearBelow: CompiledChain.linearThreshold, mergeSlack: CompiledChain.mergeSlack,
+                          collisionLimit: CompiledChain.collisionLimit, pairFilterKeys: CompiledChain.pairFilterKeys, bitVectorRules: 0,
+                          treeCompact: compact, treeLongLeafBytes: longLeafBytes)
+        }
+        let normal = chain(CutTree.longLeafBytes)
+        guard let n = normal.treeSummary, n.trees == 1 else { return XCTFail("no single cut tree for 1,500 separable rules: \(String(describing: normal.treeSummary)), \(normal.tableCount) tables") }
+        XCTAssertLessThanOrEqual(n.largestLeaf, 8 + 4, "leaves of 8 below 4,096 rules")
+        for compact in [true, false] {
+            let long = chain(0, compact: compact)
+            guard let l = long.treeSummary else { return XCTFail("no cut tree with long leaves") }
+            XCTAssertEqual(l.trees, 1)
+            XCTAssertEqual(l.compact, compact)
+            XCTAssertLessThan(l.nodes, n.nodes / 2)
+            XCTAssertGreaterThan(l.largestLeaf, n.largestLeaf)
+            var packets: [PacketFields] = []
+            for _ in 0..<300 {
+                let f = Self.randomPacket(&g, rules)
+                packets.append(f)
+                for start in stride(from: 0, through: rules.count + 1, by: 7) {
+                    guard check(rules, long, f, start: start, seed: seed, set: compact ? 1 : 0) else { return }
+                }
+            }
+            checkBurst(rules, long, packets, "long leaves burst")
+        }
+    }
+
     /// The cut tree on the shapes it finds hard: a leaf that cannot be split (a hundred rules
     /// with the same box, told apart by interfaces and fragments only), scanned from every
     /// start; bursts of it (`firstMatches`' lock-step descent); and crossing wildcards, which
