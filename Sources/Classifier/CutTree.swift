@@ -210,8 +210,8 @@ struct CutTree: Sendable {
     }
 
     /// Four leaf entries in the compact layout: 16 bytes an entry, one 64-byte cache line a
-    /// group (`LeafGroup` takes two), for trees of fewer than 2^20 rules of which few fix a
-    /// source port (`CutTree.compactLayout`). Lanes:
+    /// group (`LeafGroup` takes two), for a single tree of fewer than 2^20 rules of which few
+    /// fix a source port (`CutTree.compactLayout`). Lanes:
     /// - `src`, `dst`: the prefix's network with a marker bit just below the prefix (bit 31 - L
     ///   for a prefix of L < 32 bits; a /0 is 0x8000_0000); a /32 is the address itself, with a
     ///   flag in `meta`. The host bits are rebuilt from the marker (x ^ (x - 1): the marker and
@@ -388,8 +388,8 @@ struct CutTree: Sendable {
             return b
         }
         let all = [Array(0..<Int32(rules.count))]
-        self.compact = compact ?? Self.compactLayout(boxes)
-        let entryBytes = self.compact ? CompactGroup.lanes * 16 / Self.group : LeafGroup.lanes * 16 / Self.group
+        let compactIfOne = compact ?? Self.compactLayout(boxes)
+        let entryBytes = compactIfOne ? CompactGroup.lanes * 16 / Self.group : LeafGroup.lanes * 16 / Self.group
         guard var b = (separate ? nil : build(all)) ?? {
             let parts = Self.separate(boxes, smallest: separate ? 1 : max(rules.count / 32, 64))
             return parts.count > 1 ? build(parts) : separate ? build(all) : nil
@@ -399,6 +399,10 @@ struct CutTree: Sendable {
            let long = build(all, leaves: Self.longLeaf) {
             b = long
         }
+        // Forests keep the full layout unless told: they scan several leaves per lookup (22-27
+        // entries at acl3/acl4_10k), and the compact check's extra instructions cost them
+        // 1-5% (acl2-4_10k, interleaved), more than the smaller lines saved.
+        self.compact = compact ?? (b.roots.count == 1 && compactIfOne)
         nodes = b.nodes
         roots = b.roots
         precondition(roots.count <= 4, "forestMatch descends at most four trees (separate's parts)")
@@ -423,10 +427,10 @@ struct CutTree: Sendable {
         largestLeaf = b.largestLeaf
     }
 
-    /// Whether a tree of these rules gets `CompactGroup` leaves: fewer than 2^20 rules (the
-    /// indices fit), and at most 1 in 16 fixing a source port (the compact box leaves it out,
-    /// so such a rule is checked on the rule; ClassBench fw and ipc fix one in about 20% of
-    /// their rules, acl none, kube-proxy none).
+    /// Whether one tree of these rules gets `CompactGroup` leaves (a forest does not, see
+    /// `init`): fewer than 2^20 rules (the indices fit), and at most 1 in 16 fixing a source
+    /// port (the compact box leaves it out, so such a rule is checked on the rule; ClassBench fw
+    /// and ipc fix one in about 20% of their rules, acl none, kube-proxy none).
     static func compactLayout(_ boxes: [TreeEntry]) -> Bool {
         guard boxes.count <= Int(CompactGroup.indexBits) else { return false }
         return boxes.count(where: { $0.sportLo != 0 || $0.sportSpan != 0xffff }) * 16 <= boxes.count
