@@ -214,8 +214,8 @@ struct CutTree: Sendable {
     /// fix a source port (`CutTree.compactLayout`). Lanes:
     /// - `src`, `dst`: the prefix's network with a marker bit just below the prefix (bit 31 - L
     ///   for a prefix of L < 32 bits; a /0 is 0x8000_0000); a /32 is the address itself, with a
-    ///   flag in `meta`. The host bits are rebuilt from the marker (x ^ (x - 1): the marker and
-    ///   the bits below it), as SSE2 has no per-lane shift to build a mask from a length.
+    ///   flag in `meta`. The mask is rebuilt from the marker (its lowest set bit b: the mask is
+    ///   -(2b)), as SSE2 has no per-lane shift to build one from a length.
     /// - `dports`: the destination port's low in bits 0-15, its span in bits 16-31.
     /// - `meta`: the rule's index in bits 0-19, the flags in bits 20-21 (`TreeEntry`'s: exact,
     ///   has ports), the protocol in bits 22-29 (0: any), a /32 destination in bit 30, a /32
@@ -265,15 +265,18 @@ struct CutTree: Sendable {
 
         @inlinable @inline(__always)
         func hits(_ p: Splat, from: SIMD4<Int32>) -> UInt32 {
-            let zero = SIMD4<UInt32>(repeating: 0), one = SIMD4<UInt32>(repeating: 1)
+            let zero = SIMD4<UInt32>(repeating: 0)
             let signed = unsafeBitCast(meta, to: SIMD4<Int32>.self)
-            // Host bits: up to and including the marker (x ^ (x - 1)); none for a /32.
-            let srcHost = (src ^ (src &- one)) & ~unsafeBitCast(signed &>> 31, to: SIMD4<UInt32>.self)
-            let dstHost = (dst ^ (dst &- one)) & ~unsafeBitCast((signed &<< 1) &>> 31, to: SIMD4<UInt32>.self)
+            // The mask: the bits above the marker, -(2 * marker) (the marker is the lowest set
+            // bit, x & -x); all of them for a /32. (Building the host bits x ^ (x - 1) and
+            // inverting them took 1.5 more instructions per lookup at acl1_10k.)
+            let sLow = src & (zero &- src), dLow = dst & (zero &- dst)
+            let sMask = (zero &- (sLow &+ sLow)) | unsafeBitCast(signed &>> 31, to: SIMD4<UInt32>.self)
+            let dMask = (zero &- (dLow &+ dLow)) | unsafeBitCast((signed &<< 1) &>> 31, to: SIMD4<UInt32>.self)
             let proto = meta & Self.protoBits
             let span = unsafeBitCast(dports &>> 16, to: SIMD4<Int32>.self)
             let off = unsafeBitCast((p.dport &- dports) & 0xffff, to: SIMD4<Int32>.self)
-            let inBox = ((p.source ^ src) & ~srcHost .== zero) .& ((p.destination ^ dst) & ~dstHost .== zero)
+            let inBox = ((p.source ^ src) & sMask .== zero) .& ((p.destination ^ dst) & dMask .== zero)
                 .& ((proto .== p.protoHigh) .| (proto .== zero)) .& (off .<= span)
             return LeafGroup.bits(inBox .& (unsafeBitCast(meta & Self.indexBits, to: SIMD4<Int32>.self) .>= from))
         }
