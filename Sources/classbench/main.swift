@@ -12,7 +12,7 @@
 // runs one pass of lookups and nothing else (for cachegrind); CB_SLACK / CB_LIMIT set the tuple
 // tables' merge slack and collision limit; CB_BUDGET / CB_LEAF the cut tree's budget and rules per
 // leaf; CB_COMPACT=0|1 its leaf layout; CB_TABLES prints the tables; CB_SAME times repeated packets
-// (one at a time and in bursts).
+// (one at a time in turn and in a random order, and in bursts).
 import Classifier
 import Foundation
 import Rules
@@ -205,6 +205,18 @@ for set in sets {
                 var i = 0
                 for _ in 0..<1_000_000 { sink &+= chain.firstMatch(from: 0, sub[i].f)?.index ?? -1; i += 1; if i == sub.count { i = 0 } }
                 print("  \(k) distinct packets: \((cpuNow() - tc) * 1e3) ns")
+                // The same packets in a random order (a fixed pseudo-random sequence): no
+                // repeating sequence for the branch predictor to learn.
+                if k > 1 {
+                    var x: UInt64 = 0x9e37_79b9_7f4a_7c15
+                    let order = (0..<1_000_000).map { _ in
+                        x ^= x << 13; x ^= x >> 7; x ^= x << 17
+                        return Int32(truncatingIfNeeded: x % UInt64(k))
+                    }
+                    let ts = cpuNow()
+                    for j in order { sink &+= chain.firstMatch(from: 0, sub[Int(j)].f)?.index ?? -1 }
+                    print("  \(k) distinct packets, random order: \((cpuNow() - ts) * 1e3) ns")
+                }
                 // The same packets in bursts of 64 (k >= 64).
                 if k >= 64 {
                     let subFields = sub.map(\.f)
