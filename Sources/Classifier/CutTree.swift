@@ -53,11 +53,15 @@ struct CutTree: Sendable {
         /// Internal: index of the first child node (children are contiguous). Leaf: first entry.
         @usableFromInline var base: UInt32
         /// Leaf: `leafBit | count`. Internal: shift (bits 0-5) of key word 0 or 1 (`wordBit`)
-        /// and child mask (bits 16-29): child = (word >> shift) & mask (see `keys`).
+        /// and child mask (bits 16-29): child = (word >> shift) & mask (see `keys`); `lastBit`
+        /// when every child is a leaf.
         @usableFromInline var info: UInt32
         @usableFromInline init(base: UInt32, info: UInt32) { self.base = base; self.info = info }
         @usableFromInline static let leafBit: UInt32 = 1 << 31
         @usableFromInline static let wordBit: UInt32 = 1 << 8
+        /// Internal: every child is a leaf. A descent leaving such a node knows it stops there
+        /// before the child's load returns (see `descend`).
+        @usableFromInline static let lastBit: UInt32 = 1 << 9
     }
 
     /// A rule's box: everything the rule can match on the five fields, as the two lane sets a
@@ -409,6 +413,12 @@ struct CutTree: Sendable {
         nodes = b.nodes
         roots = b.roots
         precondition(roots.count <= 4, "forestMatch descends at most four trees (separate's parts)")
+        for i in nodes.indices where nodes[i].info & Node.leafBit == 0 {
+            let n = nodes[i]
+            if (Int(n.base)...(Int(n.base) + Int(n.info >> 16))).allSatisfy({ nodes[$0].info & Node.leafBit != 0 }) {
+                nodes[i].info |= Node.lastBit
+            }
+        }
         for i in nodes.indices where nodes[i].info & Node.leafBit != 0 {
             nodes[i].base /= UInt32(Self.group)
         }
@@ -646,15 +656,22 @@ struct CutTree: Sendable {
         return (depth, scanned)
     }
 
-    /// The packet's leaf.
+    /// The packet's leaf. Where the descent stops is the branch a predictor misses most (the
+    /// depth varies with the packet: 2 to 15 levels at acl1_10k). Leaving a node whose children
+    /// are all leaves (`lastBit`), that branch depends on the node already loaded, not on the
+    /// child being loaded, so a misprediction is paid while the child's load is in flight, not
+    /// after it (acl1_10k 3-4% faster; docs/classifier.md, "Twelfth pass").
     @inlinable @inline(__always)
     func descend(_ k0: UInt64, _ k1: UInt64, _ nodes: UnsafeBufferPointer<Node>) -> Node {
         var n = nodes[0]
-        while n.info & Node.leafBit == 0 {
+        if n.info & Node.leafBit != 0 { return n }
+        while true {
             let w = n.info & Node.wordBit != 0 ? k1 : k0
-            n = nodes[Int(n.base) &+ Int(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))]
+            let c = nodes[Int(n.base) &+ Int(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))]
+            if n.info & Node.lastBit != 0 { return c }
+            n = c
+            if n.info & Node.leafBit != 0 { return n }
         }
-        return n
     }
 
     /// The first rule at or after `from`, and before `below` when `bounded`, in `leaf` that
@@ -802,7 +819,9 @@ struct CutTree: Sendable {
                                 let child = n.base &+ UInt32(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))
                                 // A conditional move (checked in the disassembly), not a branch.
                                 cur[k] = n.info & Node.leafBit != 0 ? at : child
-                                leaves &= n.info
+                                // At its leaf after this step: at a leaf now, or `lastBit`
+                                // (bit 9, moved up to the leaf bit's place).
+                                leaves &= n.info | n.info &<< 22
                             }
                         } while leaves & Node.leafBit == 0
                         g0 &+= Self.walkGroup
