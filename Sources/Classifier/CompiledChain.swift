@@ -256,8 +256,9 @@ public struct CompiledChain: Sendable {
     @inlinable @inline(__always)
     static func treeUsable(_ f: PacketFields) -> Bool { f.hasL4 || !f.l4Truncated || f.laterFragment }
 
-    /// Diagnostics: the cut tree's walk for `f` (nodes descended, leaf entries looked at).
-    public func treeWalk(_ f: PacketFields) -> (depth: Int, scanned: Int)? { hasTree ? tree.walk(f) : nil }
+    /// Diagnostics: the cut tree's walk for `f` (nodes descended, leaf entries looked at, trees
+    /// whose descent knew where it stops before the leaf's load; see `CutTree.walk`).
+    public func treeWalk(_ f: PacketFields) -> (depth: Int, scanned: Int, early: Int)? { hasTree ? tree.walk(f) : nil }
 
     /// Diagnostics: the bit vectors' lookup for `f` (blocks ANDed, boxes holding the packet).
     public func vectorWalk(_ f: PacketFields) -> (blocks: Int, boxes: Int)? { hasVectors ? vectors.walk(f) : nil }

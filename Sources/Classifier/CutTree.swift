@@ -635,13 +635,15 @@ struct CutTree: Sendable {
     }
 
     /// Diagnostics (not the lookup path): nodes descended and leaf entries looked at for `f`,
-    /// summed over a forest's trees (each scanned to its first hit, not to the best so far).
-    func walk(_ f: PacketFields) -> (depth: Int, scanned: Int) {
+    /// summed over a forest's trees (each scanned to its first hit, not to the best so far), and
+    /// the trees whose descent left its last node knowing it stops there (`lastBit`).
+    func walk(_ f: PacketFields) -> (depth: Int, scanned: Int, early: Int) {
         let (k0, k1) = Self.keys(f)
-        var depth = 0, scanned = 0
+        var depth = 0, scanned = 0, early = 0
         for root in roots {
             var n = nodes[Int(root)]
             while n.info & Node.leafBit == 0 {
+                if n.info & Node.lastBit != 0 { early += 1 }
                 let w = n.info & Node.wordBit != 0 ? k1 : k0
                 n = nodes[Int(n.base) + Int(truncatingIfNeeded: (w >> UInt64(n.info & 63)) & UInt64(n.info >> 16))]
                 depth += 1
@@ -653,7 +655,7 @@ struct CutTree: Sendable {
                 scanned += Self.group
             }
         }
-        return (depth, scanned)
+        return (depth, scanned, early)
     }
 
     /// The packet's leaf. Where the descent stops is the branch a predictor misses most (the

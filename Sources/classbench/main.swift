@@ -248,9 +248,9 @@ for set in sets {
         cand += st.candidates; probed += st.probed; hits += st.hits; steps += st.steps; checked += st.checked
     }
     let np = Double(max(1, min(100_000, packets.count)))
-    var walkDepth = 0, walkScanned = 0
+    var walkDepth = 0, walkScanned = 0, walkEarly = 0
     for p in packets.prefix(100_000) {
-        if let w = chain.treeWalk(p.f) { walkDepth += w.depth; walkScanned += w.scanned }
+        if let w = chain.treeWalk(p.f) { walkDepth += w.depth; walkScanned += w.scanned; walkEarly += w.early }
     }
     var vecBlocks = 0, vecBoxes = 0
     for p in packets.prefix(100_000) {
@@ -260,7 +260,7 @@ for set in sets {
         print("# \(set): bit vectors: \(String(format: "%.2f", Double(vecBlocks) / np)) blocks, \(String(format: "%.2f", Double(vecBoxes) / np)) boxes per lookup")
     }
     if chain.treeSummary != nil {
-        print("# \(set): cut tree walk: \(String(format: "%.2f", Double(walkDepth) / np)) nodes, \(String(format: "%.2f", Double(walkScanned) / np)) entries per lookup")
+        print("# \(set): cut tree walk: \(String(format: "%.2f", Double(walkDepth) / np)) nodes, \(String(format: "%.2f", Double(walkScanned) / np)) entries per lookup, \(String(format: "%.2f", Double(walkEarly) / np)) descents ending below a node of leaves")
     }
     let stats = [cand, probed, hits, steps, checked].map { String(format: "%.1f", Double($0) / np) }.joined(separator: "/")
     print("\(set)\t\(rules.count)\t\(String(format: "%.2f", seconds(parsed)))\t\(String(format: "%.1f", seconds(built) * 1000))\t\(chain.tableCount)\t\(chain.longestBucket)\t\(chain.structureBytes)\t\(rules.count * MemoryLayout<CompiledRule>.stride)\t\(packets.count)\t\(String(format: "%.1f", compiledNs))\t\(String(format: "%.2f", 1e3 / compiledNs))\t\(String(format: "%.1f", burstNs))\t\(String(format: "%.1f", linearNs))\t\(String(format: "%.3f", 1e3 / linearNs))\t\(min(linearLimit, packets.count))\t\(mismatches)\t\(stats)\t\(rssKB("VmHWM:"))" + (sink == 42 ? " " : ""))
