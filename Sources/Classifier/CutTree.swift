@@ -667,9 +667,15 @@ struct CutTree: Sendable {
     func descend(_ k0: UInt64, _ k1: UInt64, _ nodes: UnsafeBufferPointer<Node>) -> Node {
         var n = nodes[0]
         if n.info & Node.leafBit != 0 { return n }
+        let start = nodes.baseAddress!
         while true {
+            // The children's row first, from the node alone, while the child's index is still
+            // being shifted out of the key: the load then adds the index in its address, one
+            // step less between a node's arrival and its child's load (LLVM otherwise adds the
+            // index to the row pointer after the index: acl1_10k 46.4 -> 45.2 ns).
+            let row = start + Int(n.base)
             let w = n.info & Node.wordBit != 0 ? k1 : k0
-            let c = nodes[Int(n.base) &+ Int(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))]
+            let c = row[Int(truncatingIfNeeded: (w &>> UInt64(n.info & 63)) & UInt64(n.info &>> 16))]
             if n.info & Node.lastBit != 0 { return c }
             n = c
             if n.info & Node.leafBit != 0 { return n }
