@@ -634,6 +634,11 @@ final class CompiledChainTests: XCTestCase {
         }
         checkBurst(rules, chain, packets, "burst")
         checkBurst(rules, vectors, packets, "vectors burst")
+        // Nodes whose children are all leaves are marked (`lastBit`): some descents leave one,
+        // none more than one.
+        let early = packets.map { chain.treeWalk($0)?.early ?? -1 }
+        XCTAssertTrue(early.allSatisfy { $0 == 0 || $0 == 1 }, "\(early.filter { $0 != 0 && $0 != 1 })")
+        XCTAssertGreaterThan(early.reduce(0, +), 0)
         // Crossing wildcards: sources fixed with destinations open and the reverse, every
         // port range: a cut on any field copies half the rules. One tree is over any budget;
         // under a tiny one the forest is too: no tree.
