@@ -662,7 +662,7 @@ struct CutTree: Sendable {
     /// depth varies with the packet: 2 to 15 levels at acl1_10k). Leaving a node whose children
     /// are all leaves (`lastBit`), that branch depends on the node already loaded, not on the
     /// child being loaded, so a misprediction is paid while the child's load is in flight, not
-    /// after it (acl1_10k 3-4% faster; docs/classifier.md, "Twelfth pass").
+    /// after it (acl1_10k 2-4% faster; docs/classifier.md, "Twelfth pass").
     @inlinable @inline(__always)
     func descend(_ k0: UInt64, _ k1: UInt64, _ nodes: UnsafeBufferPointer<Node>) -> Node {
         var n = nodes[0]
