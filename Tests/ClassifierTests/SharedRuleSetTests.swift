@@ -18,9 +18,10 @@ final class SharedRuleSetTests: XCTestCase {
     static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("../../../shared/rulesets").standardized.path
 
-    /// Rule files the loader refuses, with the reason: the parser torture file and the
-    /// ip6tables files (IPv6), ufw's fragments (they jump to chains ufw creates at run time),
-    /// and ClassBench fw2/fw4 (`-m u32`). Asserted, so that a change shows here.
+    /// Rule files the loader refuses: the parser torture files (an option iptables refuses too;
+    /// IPv6 in the ip6 one), the other ip6tables files (IPv6), ufw's fragments (they jump to
+    /// chains ufw creates at run time) and ClassBench fw2/fw4 (`-m u32`). Asserted, so that a
+    /// change shows here.
     static let refused: Set<String> = [
         "parser-torture-iptables-semantics.rules", "parser-torture-iptables-semantics.ip6.rules",
         "docker-iptabler-golden-nat-hairpin-bindlh.ip6.rules", "ufw-before.ip6.rules", "ufw-after.ip6.rules",
@@ -43,8 +44,8 @@ final class SharedRuleSetTests: XCTestCase {
         return out
     }
 
-    /// Every interface a rule names (a wildcard's prefix with "0" and "1" after it), plus two
-    /// that no rule names.
+    /// Every interface a rule names (a wildcard's prefix with "0" and "1" after it), and eth0 and
+    /// eth9; packets come in and go out on any of them, or on none (index -1).
     static func interfaces(_ set: RuleSet) -> InterfaceTable {
         var t = InterfaceTable(["eth0", "eth9"])
         for table in set.tables {
@@ -60,8 +61,8 @@ final class SharedRuleSetTests: XCTestCase {
         return t
     }
 
-    /// A packet inside one rule's box (a member of both prefixes, ports within both ranges,
-    /// the rule's protocol), or near its edges (`CompiledChainTests.randomPacket`, each field
+    /// A packet aimed inside one rule (a member of both prefixes, ports within both ranges, the
+    /// rule's protocol; an inverted part sends it outside instead), or near the rules' edges (`CompiledChainTests.randomPacket`, each field
     /// from a possibly different rule); interfaces among the table's.
     static func packet(_ g: inout TestRNG, _ rules: [CompiledRule], interfaces: Int) -> PacketFields {
         var f = CompiledChainTests.randomPacket(&g, rules)
@@ -93,9 +94,7 @@ final class SharedRuleSetTests: XCTestCase {
         for f in packets {
             // From 0, then from the index after each match (at most four), then from anywhere.
             var start = 0, steps = 0
-            var starts: [Int] = []
             while steps < 5 {
-                starts.append(start)
                 let a = LinearClassifier.firstMatch(rules, from: start, f)
                 let b = chain.firstMatch(from: start, f)
                 t.lookups += 1
@@ -117,7 +116,7 @@ final class SharedRuleSetTests: XCTestCase {
                 return false
             }
         }
-        // Bursts of up to 64, as the engine's batches would take them.
+        // Bursts of 1 to 64 packets (`firstMatches`), against the answers from index 0.
         var out = [(index: Int32, result: MatchResult)](repeating: (0, .noMatch), count: 64)
         var i = 0
         while i < packets.count {
