@@ -802,11 +802,14 @@ struct CutTree: Sendable {
             return
         }
         // The packets' key words, then as many copies of the first packet's as pad the burst
-        // to whole walk groups.
+        // to whole walk groups. Sized by the burst (at most 64 packets: 1 KB of keys), not by
+        // the largest burst plus a walk group (1,088 bytes): Swift puts a temporary allocation
+        // of up to 1 KB on the stack and mallocs a bigger one, which it did on every call
+        // (ClassifierBenchmarks' compiled-burst-10k, fifteenth session).
         let count = hi &- lo, padded = (count &+ Self.walkGroup &- 1) & ~(Self.walkGroup &- 1)
-        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 2 &* (64 &+ Self.walkGroup)) { keys in
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 2 &* padded) { keys in
         for k in 0..<padded { (keys[2 &* k], keys[2 &* k &+ 1]) = Self.keys(packets[k < count ? lo &+ k : lo]) }
-        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64 &+ Self.walkGroup) { cur in
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: padded) { cur in
             nodes.withUnsafeBufferPointer { nodes in
                 lanes.withUnsafeBufferPointer { lanes in
                     let groups = Groups(lanes, start: laneStart, compact: compact)
