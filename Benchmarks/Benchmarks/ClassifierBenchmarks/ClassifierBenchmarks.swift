@@ -1,11 +1,14 @@
-// Classifier: CompiledChain.firstMatch against LinearClassifier.firstMatch (the reference) on
-// ClassBench rule sets from the shared corpus beside the repo, at 100, 1k and 10k rules.
+// Classifier: CompiledChain.firstMatch, one packet at a time and in bursts of 64
+// (`firstMatches`), against LinearClassifier.firstMatch (the reference) on ClassBench rule sets
+// from the shared corpus beside the repo, at 10, 100, 1k, 10k and 100k rules.
 //
 // One iteration = one pass of `packetsPerPass` lookups from rule 0 (scalingFactor .one), so
-// the figures are per pass: divide by `packetsPerPass` for ns/lookup (docs/benchmarks.md).
+// the figures are per pass: divide by `packetsPerPass` for ns/lookup, and packets/s is
+// `packetsPerPass` / (seconds per pass) (docs/benchmarks.md).
 //
-// - Rule sets: ../shared/rulesets/classbench/acl1_1k.rules (its first 100 rules for the
-//   100-rule size, all 942 for 1k) and acl1_10k.rules (9,774). Parsed with RestoreParser and
+// - Rule sets: ../shared/rulesets/classbench/acl1_1k.rules (its first 10 rules for the 10-rule
+//   size, its first 100 for 100, all 942 for 1k), acl1_10k.rules (9,774) and acl1_100k.rules
+//   (99,604). Parsed with RestoreParser and
 //   compiled to the FORWARD chain's [CompiledRule], as `classbench` does. When ../shared is
 //   missing the suite prints a note and registers nothing.
 // - Packets are generated here from the rules themselves (no trace files needed), once per
@@ -126,8 +129,22 @@ struct Fixture {
             }
             if lin != nil { matched += 1 }
         }
+        // The bursts' answers too.
+        var out = [(index: Int32, result: MatchResult)](repeating: (0, .noMatch), count: 64)
+        for lo in stride(from: 0, to: packets.count, by: 64) {
+            let n = min(64, packets.count - lo)
+            packets.withUnsafeBufferPointer { p in
+                out.withUnsafeMutableBufferPointer { chain.firstMatches(UnsafeBufferPointer(rebasing: p[lo..<(lo + n)]), into: $0) }
+            }
+            for k in 0..<n {
+                let lin = LinearClassifier.firstMatch(rules, from: 0, packets[lo + k])
+                if Int(out[k].index) != (lin?.index ?? -1) || (lin != nil && out[k].result != lin?.result) {
+                    fatalError("ClassifierBenchmarks: \(name) packet \(lo + k) in a burst: linear \(String(describing: lin)) compiled \(out[k])")
+                }
+            }
+        }
         print("ClassifierBenchmarks: \(name): \(rules.count) rules, \(chain.tableCount) tables, \(chain.structureBytes) structure bytes; "
-            + "\(packets.count) packets per pass, \(matched) matched; compiled == linear for all of them")
+            + "\(packets.count) packets per pass, \(matched) matched; compiled == linear for all of them, one at a time and in bursts")
     }
 }
 
@@ -135,6 +152,22 @@ struct Fixture {
 func compiledPass(_ fx: Fixture) -> Int {
     var sum = 0
     for f in fx.packets { sum &+= fx.chain.firstMatch(from: 0, f)?.index ?? -1 }
+    return sum
+}
+
+/// The same packets in bursts of 64 through `firstMatches`.
+@inline(never)
+func burstPass(_ fx: Fixture, _ out: UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>) -> Int {
+    var sum = 0
+    fx.packets.withUnsafeBufferPointer { p in
+        var i = 0
+        while i < p.count {
+            let n = min(64, p.count - i)
+            fx.chain.firstMatches(UnsafeBufferPointer(rebasing: p[i..<(i + n)]), into: out)
+            sum &+= Int(out[0].index)
+            i += n
+        }
+    }
     return sum
 }
 
@@ -165,19 +198,29 @@ let benchmarks: @Sendable () -> Void = {
     )
 
     guard let acl1k = loadChain(classbenchDirectory + "/acl1_1k.rules"),
-          let acl10k = loadChain(classbenchDirectory + "/acl1_10k.rules") else {
-        print("ClassifierBenchmarks: SKIPPED: \(classbenchDirectory)/acl1_{1k,10k}.rules not found (the shared corpus"
+          let acl10k = loadChain(classbenchDirectory + "/acl1_10k.rules"),
+          let acl100k = loadChain(classbenchDirectory + "/acl1_100k.rules") else {
+        print("ClassifierBenchmarks: SKIPPED: \(classbenchDirectory)/acl1_{1k,10k,100k}.rules not found (the shared corpus"
             + " beside the repo); no benchmarks registered")
         return
     }
     let fixtures = [
+        ("10", Fixture(name: "acl1_1k first 10", rules: Array(acl1k.prefix(10)))),
         ("100", Fixture(name: "acl1_1k first 100", rules: Array(acl1k.prefix(100)))),
         ("1k", Fixture(name: "acl1_1k", rules: acl1k)),
         ("10k", Fixture(name: "acl1_10k", rules: acl10k)),
+        ("100k", Fixture(name: "acl1_100k", rules: acl100k)),
     ]
     for (size, fx) in fixtures {
         Benchmark("compiled-\(size)") { benchmark in
             for _ in benchmark.scaledIterations { blackHole(compiledPass(fx)) }
+        }
+        Benchmark("compiled-burst-\(size)") { benchmark in
+            let out = UnsafeMutableBufferPointer<(index: Int32, result: MatchResult)>.allocate(capacity: 64)
+            defer { out.deallocate() }
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations { blackHole(burstPass(fx, out)) }
+            benchmark.stopMeasurement()
         }
         Benchmark("linear-\(size)") { benchmark in
             for _ in benchmark.scaledIterations { blackHole(linearPass(fx)) }
