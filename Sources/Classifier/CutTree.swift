@@ -804,7 +804,7 @@ struct CutTree: Sendable {
         // The packets' key words, then as many copies of the first packet's as pad the burst
         // to whole walk groups. Sized by the burst (at most 64 packets: 1 KB of keys), not by
         // the largest burst plus a walk group (1,088 bytes): Swift puts a temporary allocation
-        // of up to 1 KB on the stack and mallocs a bigger one, which it did on every call
+        // of up to 1 KB on the stack and, on Linux, mallocs a bigger one: it did, every call
         // (ClassifierBenchmarks' compiled-burst-10k, fifteenth session).
         let count = hi &- lo, padded = (count &+ Self.walkGroup &- 1) & ~(Self.walkGroup &- 1)
         withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 2 &* padded) { keys in
