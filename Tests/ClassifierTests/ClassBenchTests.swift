@@ -99,18 +99,11 @@ final class ClassBenchTests: XCTestCase {
             }
         }
         // And in bursts of 64 (`firstMatches`).
-        let fields = packets.map(\.fields)
-        var out = [(index: Int32, result: MatchResult)](repeating: (0, .noMatch), count: 64)
+        let out = CompiledChainTests.burstAnswers(chain, packets.map(\.fields)) { _ in 64 }
         var burstFailures = 0
-        for lo in stride(from: 0, to: fields.count, by: 64) {
-            let n = min(64, fields.count - lo)
-            fields.withUnsafeBufferPointer { f in
-                out.withUnsafeMutableBufferPointer { chain.firstMatches(UnsafeBufferPointer(rebasing: f[lo..<(lo + n)]), into: $0) }
-            }
-            for k in 0..<n where Int(out[k].index) != packets[lo + k].expected {
-                burstFailures += 1
-                if burstFailures <= 5 { XCTFail("\(set) packet \(lo + k) in a burst: expected \(packets[lo + k].expected), compiled \(out[k].index)") }
-            }
+        for (k, p) in packets.enumerated() where Int(out[k].index) != p.expected {
+            burstFailures += 1
+            if burstFailures <= 5 { XCTFail("\(set) packet \(k) in a burst: expected \(p.expected), compiled \(out[k].index)") }
         }
         XCTAssertEqual(failures + burstFailures, 0, "\(set): \(failures) packets misclassified one at a time, \(burstFailures) in bursts")
         print("ClassBench \(set): \(rules.count) rules, \(packets.count) packets from \(trace) (the linear scan on \(linearPackets)): "

@@ -496,6 +496,26 @@ final class CompiledChainTests: XCTestCase {
 
     /// `firstMatches` (bursts, staged or not) answers what `firstMatch(from: 0, _)` answers,
     /// for every packet of bursts of every length around the staging group size.
+    /// `chain.firstMatches` over `packets`, cut into bursts of `length(n)` packets (n counts the
+    /// bursts; clamped to what is left), each answer in its packet's place.
+    static func burstAnswers(_ chain: CompiledChain, _ packets: [PacketFields],
+                             length: (Int) -> Int) -> [(index: Int32, result: MatchResult)] {
+        var out = [(index: Int32, result: MatchResult)](repeating: (-7, .match), count: packets.count)
+        packets.withUnsafeBufferPointer { all in
+            out.withUnsafeMutableBufferPointer { res in
+                var i = 0, n = 0
+                while i < all.count {
+                    let len = min(length(n), all.count - i)
+                    n += 1
+                    chain.firstMatches(UnsafeBufferPointer(rebasing: all[i..<(i + len)]),
+                                       into: UnsafeMutableBufferPointer(rebasing: res[i..<(i + len)]))
+                    i += len
+                }
+            }
+        }
+        return out
+    }
+
     func testFirstMatchesEqualsFirstMatch() {
         let seed = Self.seed() &+ 4
         var g = TestRNG(seed: seed)
@@ -510,19 +530,7 @@ final class CompiledChainTests: XCTestCase {
             XCTAssertEqual(chain.stagedBursts, set % 2 == 0 && chain.layout.words > 0 && !chain.hasTree)
             XCTAssertEqual(chain.hasVectors, set % 2 == 1)
             let packets = (0..<300).map { _ in Self.randomPacket(&g, rules) }
-            var out = [(index: Int32, result: MatchResult)](repeating: (-7, .match), count: packets.count)
-            packets.withUnsafeBufferPointer { all in
-                out.withUnsafeMutableBufferPointer { res in
-                    var i = 0, n = 0
-                    while i < all.count {
-                        let len = min([0, 1, 15, 16, 17, 64][n % 6], all.count - i)
-                        n += 1
-                        chain.firstMatches(UnsafeBufferPointer(rebasing: all[i..<(i + len)]),
-                                           into: UnsafeMutableBufferPointer(rebasing: res[i..<(i + len)]))
-                        i += len
-                    }
-                }
-            }
+            let out = Self.burstAnswers(chain, packets) { [0, 1, 15, 16, 17, 64][$0 % 6] }
             for (k, f) in packets.enumerated() {
                 let want = chain.firstMatch(from: 0, f)
                 let lin = LinearClassifier.firstMatch(rules, from: 0, f)

@@ -117,21 +117,11 @@ final class SharedRuleSetTests: XCTestCase {
             }
         }
         // Bursts of 1 to 64 packets (`firstMatches`), against the answers from index 0.
-        var out = [(index: Int32, result: MatchResult)](repeating: (0, .noMatch), count: 64)
-        var i = 0
-        while i < packets.count {
-            let n = min(64, packets.count - i, 1 + g.below(64))
-            packets.withUnsafeBufferPointer { p in
-                out.withUnsafeMutableBufferPointer { o in
-                    chain.firstMatches(UnsafeBufferPointer(rebasing: p[i..<(i + n)]), into: o)
-                }
-            }
-            for k in 0..<n where out[k].index != fromZero[i + k].index || out[k].result != fromZero[i + k].result {
-                XCTFail("\(what) burst: linear \(fromZero[i + k]) compiled \(out[k]) for \(packets[i + k])")
-                return false
-            }
-            t.bursts += 1
-            i += n
+        let lengths = (0..<packets.count).map { _ in 1 + g.below(64) }
+        let out = CompiledChainTests.burstAnswers(chain, packets) { t.bursts += 1; return lengths[$0] }
+        for k in packets.indices where out[k].index != fromZero[k].index || out[k].result != fromZero[k].result {
+            XCTFail("\(what) burst: linear \(fromZero[k]) compiled \(out[k]) for \(packets[k])")
+            return false
         }
         return true
     }
